@@ -1,0 +1,122 @@
+"""One deployment: Settings + Lineage -> plan -> ACL grants -> verify -> units.
+
+Used by the certbot installer and by the ``certbot-wwu`` command alike.
+"""
+import logging
+import os
+from typing import List
+
+from certbot_wwu import grants, service
+from certbot_wwu.lineage import KINDS, Lineage
+from certbot_wwu.settings import Settings
+from certbot_wwu.state import State
+
+logger = logging.getLogger(__name__)
+
+
+class Report(object):
+    """What a deployment did (or, in a dry run, would do)."""
+
+    def __init__(self, lineage: Lineage, version: int) -> None:
+        self.lineage = lineage
+        self.version = version
+        self.lines = []  # type: List[str]
+        self.changed = 0
+
+    def add(self, line: str) -> None:
+        logger.info("%s: %s", self.lineage.name, line)
+        self.lines.append(line)
+
+
+def _plan(settings: Settings, lineage: Lineage, state: State):
+    files = lineage.current()
+    version = lineage.version(files)
+    principals = grants.resolve(settings.users, settings.groups)
+    keys = {p.key for p in principals}
+    old_keys = {("u" if kind == "user" else "g", pid)
+                for kind, _, pid in state.principals}
+    if state.version is None:
+        revoke_files = [lineage.archive_file(kind, v)
+                        for v in lineage.versions() if v != version
+                        for kind in KINDS]
+    elif state.version != version:
+        revoke_files = [lineage.archive_file(kind, state.version) for kind in KINDS]
+    else:
+        revoke_files = []
+    result = grants.plan(lineage, files, principals, revoke_files,
+                         sorted(keys | old_keys, key=str),
+                         sorted(old_keys - keys, key=str))
+    result.key_group = grants.key_group_intent(lineage, version)
+    return result, principals, version
+
+
+def secure_key(lineage: Lineage) -> None:
+    """Close the owning group's access that certbot copied from the mask.
+
+    Runs before anything is validated, so a deployment that stops on an
+    error still leaves the key readable by nobody it should not be.
+    """
+    files = lineage.current()
+    version = lineage.version(files)
+    if grants.secure_key(files["privkey"], grants.key_group_intent(lineage, version)):
+        logger.warning("%s: reset the owning group's access to %s, which "
+                       "certbot had copied from the previous key's ACL mask",
+                       lineage.name, files["privkey"])
+
+
+def deploy(settings: Settings, lineage: Lineage, dry_run: bool = False) -> Report:
+    """Grant exactly the configured principals read access to the current files."""
+    if not dry_run:
+        secure_key(lineage)
+    state = State.load(lineage)
+    plan, principals, version = _plan(settings, lineage, state)
+    report = Report(lineage, version)
+    if dry_run:
+        for line in plan.describe():
+            report.add("would " + line)
+        return report
+    grants.check_supported(os.path.dirname(plan.key))
+    report.changed = grants.apply(plan)
+    grants.verify(lineage, principals)
+    report.add("{} can read version {} ({} ACLs changed)".format(
+        ", ".join(str(p) for p in principals), version, report.changed))
+    state.version = version
+    state.principals = [list(p) for p in principals]
+    state.save()
+    return report
+
+
+def needs_deploy(settings: Settings, lineage: Lineage) -> bool:
+    """Whether the lineage drifted from the last deployment (no fork, no writes)."""
+    state = State.load(lineage)
+    plan, principals, version = _plan(settings, lineage, state)
+    if state.version != version:
+        return True
+    if sorted(state.principals) != sorted(list(p) for p in principals):
+        return True
+    return bool(grants.missing(plan))
+
+
+def needs_action(lineage: Lineage) -> bool:
+    """Whether the units have not yet been acted on for the current version."""
+    return State.load(lineage).acted_version != lineage.version()
+
+
+def act(settings: Settings, lineage: Lineage) -> None:
+    """Act on the units; remember success so the timer does not repeat it."""
+    service.act(settings.units, settings.action)
+    state = State.load(lineage)
+    version = lineage.version()
+    if state.acted_version != version and state.version is not None:
+        state.acted_version = version
+        state.save()
+
+
+def heal(settings: Settings, lineage: Lineage) -> None:
+    """The renewal timer's check: redeploy what drifted, finish a missed action."""
+    if needs_deploy(settings, lineage):
+        deploy(settings, lineage)
+        logger.warning("%s: repaired the ACL grants, which had drifted since "
+                       "the last deployment", lineage.name)
+    if needs_action(lineage):
+        act(settings, lineage)

@@ -1,0 +1,32 @@
+"""Small file helpers shared by the modules that write configuration."""
+import os
+import tempfile
+
+
+def write_atomic(path: str, data: str, mode: int) -> None:
+    """Replace ``path`` with ``data`` in one rename: readers see old or new.
+
+    The temporary file gets ``mode`` before any byte is written.
+    """
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                               dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as f:
+            fd = -1
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = ""
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if tmp:
+            os.unlink(tmp)

@@ -1,0 +1,170 @@
+"""The certbot adapter: installer ``wwu-acl``.
+
+Thin on purpose: options become Settings, certbot's calls become deployments
+(certbot_wwu.deploy). What certbot calls when (DESIGN §3):
+
+* run / install: prepare, deploy_cert once per name, save, restart
+* certonly -i: prepare and (certbot >= 1.27) restart only
+* renew, due: prepare, renew_deploy, restart, generic_updates
+* renew, not due: generic_updates only, on an unprepared instance
+
+``prepare`` never raises: certbot would silently drop the installer from the
+renewal conf. Errors are raised where we act, as PluginError with one
+sentence, so they reach certbot's exit code.
+"""
+import functools
+import logging
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from certbot import errors, interfaces
+from certbot.plugins import common
+
+from certbot_wwu import __version__, _compat
+from certbot_wwu.errors import WwuError
+from certbot_wwu.settings import OPTIONS, comma_list
+
+logger = logging.getLogger(__name__)
+
+_LIST_OPTIONS = ("user", "group", "unit")
+
+
+def _loud(method: Callable) -> Callable:
+    """Turn every failure into a PluginError certbot reports and counts."""
+    @functools.wraps(method)
+    def wrapper(self: "Installer", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except errors.Error:
+            raise
+        except WwuError as err:
+            raise errors.PluginError(str(err))
+        except Exception as err:  # pylint: disable=broad-except
+            logger.debug("wwu-acl failed", exc_info=True)
+            raise errors.PluginError(
+                "The wwu-acl installer failed unexpectedly ({}: {}); the "
+                "details are in certbot's log.".format(type(err).__name__, err))
+    return wrapper
+
+
+class Installer(common.Installer, interfaces.RenewDeployer,
+                interfaces.GenericUpdater):
+    """Let a non-root service read the certificate, then reload its unit."""
+
+    description = ("Grant non-root services read access to the certificate "
+                   "with POSIX ACLs and restart their systemd units "
+                   "(certbot-wwu {})".format(__version__))
+
+    @classmethod
+    def add_parser_arguments(cls, add: Callable[..., None]) -> None:
+        for name, text in OPTIONS:
+            if name in _LIST_OPTIONS:
+                add(name, default=None, type=comma_list, metavar=name.upper(),
+                    help=text)
+            else:
+                add(name, default=None, help=text)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super(Installer, self).__init__(*args, **kwargs)
+        self._deployed = {}  # type: Dict[str, Tuple[Any, Any]]
+
+    def prepare(self) -> None:
+        """Nothing to prepare; checks happen where we act (see module doc)."""
+
+    def more_info(self) -> str:
+        return ("Grants users or groups read access to the current certificate "
+                "and key with POSIX ACLs on every deployment and renewal, "
+                "verifies the access as those users, and restarts or reloads "
+                "the named systemd units.")
+
+    def get_all_names(self) -> List[str]:
+        return []
+
+    def supported_enhancements(self) -> List[str]:
+        return []
+
+    def enhance(self, domain: str, enhancement: str,
+                options: Optional[Any] = None) -> None:
+        raise errors.PluginError(
+            "The wwu-acl installer supports no enhancements such as {}.".format(
+                enhancement))
+
+    def save(self, title: Optional[str] = None, temporary: bool = False) -> None:
+        """Changes are made (and verified) when deploying; nothing to save."""
+
+    def rollback_checkpoints(self, rollback: int = 1) -> None:
+        """ACL grants are not checkpointed; a later deployment corrects them."""
+
+    def recovery_routine(self) -> None:
+        """Nothing is held in a temporary state."""
+
+    def config_test(self) -> None:
+        """There is no server configuration to test."""
+
+    @_loud
+    def deploy_cert(self, domain: str, cert_path: str, key_path: str,
+                    chain_path: Optional[str] = None,
+                    fullchain_path: Optional[str] = None) -> None:
+        from certbot_wwu.lineage import Lineage
+        lineage = Lineage.from_live_path(cert_path)
+        if lineage.name in self._deployed:
+            return
+        settings = self._deploy(lineage)
+        if self.config.verb in ("install", "run") and not self.config.dry_run:
+            from certbot_wwu import renewalconf
+            if renewalconf.attach(lineage.renewal_conf, settings.to_values()):
+                logger.info("Recorded the wwu-acl installer and its options in %s",
+                            lineage.renewal_conf)
+
+    @_loud
+    def restart(self) -> None:
+        if self.config.dry_run:
+            return
+        if not self._deployed and self.config.verb == "certonly":
+            self._deploy(self._certonly_lineage())
+        from certbot_wwu import deploy
+        for settings, lineage in self._deployed.values():
+            deploy.act(settings, lineage)
+
+    @_loud
+    def renew_deploy(self, lineage: Any, *args: Any, **kwargs: Any) -> None:
+        from certbot_wwu.lineage import Lineage
+        self._deploy(Lineage.from_live_path(lineage.cert))
+
+    @_loud
+    def generic_updates(self, lineage: Any, *args: Any, **kwargs: Any) -> None:
+        if self.config.dry_run:
+            return
+        from certbot_wwu import deploy
+        from certbot_wwu.lineage import Lineage
+        target = Lineage.from_live_path(lineage.cert)
+        deploy.secure_key(target)
+        deploy.heal(self._settings(), target)
+
+    def _settings(self) -> Any:
+        from certbot_wwu.settings import Settings
+        return Settings.from_options(self.conf)
+
+    def _deploy(self, lineage: Any) -> Any:
+        from certbot_wwu import deploy
+        if not self.config.dry_run:
+            deploy.secure_key(lineage)
+        settings = self._settings()
+        deploy.deploy(settings, lineage, dry_run=self.config.dry_run)
+        self._deployed[lineage.name] = (settings, lineage)
+        return settings
+
+    def _certonly_lineage(self) -> Any:
+        from certbot_wwu.lineage import Lineage, find_by_names
+        if self.config.certname:
+            return Lineage(self.config.config_dir, self.config.certname)
+        names = _compat.requested_names(self.config)
+        found = find_by_names(self.config.config_dir, names)
+        if found is None:
+            raise errors.PluginError(
+                "Cannot tell which certificate certonly obtained for {}; run "
+                "'certbot install --cert-name NAME -i wwu-acl ...'.".format(
+                    ", ".join(names)))
+        return found
+
+
+_compat.declare_plugin(Installer)

@@ -1,0 +1,120 @@
+"""A certificate lineage as certbot keeps it on disk.
+
+``live/NAME/*.pem`` are symlinks into ``archive/NAME/KINDn.pem``; the current
+version is whatever the live links point at. Only the current files are looked
+at, so the cost does not grow with the archive.
+"""
+import os
+import re
+from typing import Dict, List, Optional
+
+from certbot_wwu.errors import LineageError
+
+KINDS = ("cert", "chain", "fullchain", "privkey")
+_VERSIONED = re.compile(r"^(cert|chain|fullchain|privkey)(\d+)\.pem$")
+
+
+class Lineage(object):
+    """Paths of one lineage under a certbot configuration directory."""
+
+    def __init__(self, config_dir: str, name: str) -> None:
+        if not name or "/" in name or name in (".", ".."):
+            raise LineageError("{!r} is not a certificate name.".format(name))
+        self.config_dir = os.path.abspath(config_dir)
+        self.name = name
+        self.live_root = os.path.join(self.config_dir, "live")
+        self.archive_root = os.path.join(self.config_dir, "archive")
+        self.live_dir = os.path.join(self.live_root, name)
+        self.renewal_conf = os.path.join(self.config_dir, "renewal",
+                                         name + ".conf")
+
+    @classmethod
+    def from_live_path(cls, path: str) -> "Lineage":
+        """The lineage of a ``CONFIG/live/NAME/FILE.pem`` path."""
+        live_dir = os.path.dirname(os.path.abspath(path))
+        live_root = os.path.dirname(live_dir)
+        if os.path.basename(live_root) != "live":
+            raise LineageError(
+                "{} is not inside a certbot 'live' directory; the wwu-acl "
+                "installer only deploys certificates that certbot manages."
+                .format(path))
+        return cls(os.path.dirname(live_root), os.path.basename(live_dir))
+
+    def live_path(self, kind: str) -> str:
+        return os.path.join(self.live_dir, kind + ".pem")
+
+    def current(self) -> Dict[str, str]:
+        """kind -> archive file the live link points at now."""
+        files = {}
+        for kind in KINDS:
+            link = self.live_path(kind)
+            if not os.path.exists(link):
+                raise LineageError(
+                    "Certificate {!r} has no {} (looked for {}); is the "
+                    "certificate name right?".format(self.name, kind, link))
+            files[kind] = os.path.realpath(link)
+        return files
+
+    @property
+    def archive_dir(self) -> str:
+        return os.path.dirname(self.current()["privkey"])
+
+    def version(self, files: Optional[Dict[str, str]] = None) -> int:
+        """Version number of the current private key (``privkeyN.pem``)."""
+        key = (files or self.current())["privkey"]
+        match = _VERSIONED.match(os.path.basename(key))
+        if not match:
+            raise LineageError(
+                "{} does not point to a versioned archive file (privkeyN.pem)."
+                .format(self.live_path("privkey")))
+        return int(match.group(2))
+
+    def archive_file(self, kind: str, version: int) -> str:
+        return os.path.join(self.archive_dir, "{}{}.pem".format(kind, version))
+
+    def versions(self) -> List[int]:
+        """All archived key versions, oldest first (reads the whole archive)."""
+        found = set()
+        for entry in os.listdir(self.archive_dir):
+            match = _VERSIONED.match(entry)
+            if match:
+                found.add(int(match.group(2)))
+        return sorted(found)
+
+    def names(self) -> List[str]:
+        """DNS names and IP addresses of the current certificate."""
+        from cryptography import x509
+        from cryptography.hazmat.backends import default_backend
+        with open(self.live_path("cert"), "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read(), default_backend())
+        try:
+            ext = cert.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName)
+        except x509.ExtensionNotFound:
+            return []
+        return ext.value.get_values_for_type(x509.DNSName) + [
+            str(ip) for ip in ext.value.get_values_for_type(x509.IPAddress)]
+
+    def __repr__(self) -> str:
+        return "Lineage({!r}, {!r})".format(self.config_dir, self.name)
+
+
+def find_by_names(config_dir: str, names: List[str]) -> Optional[Lineage]:
+    """The newest lineage whose certificate holds exactly ``names``."""
+    live_root = os.path.join(config_dir, "live")
+    wanted = set(names)
+    best = None
+    best_mtime = -1.0
+    for entry in sorted(os.listdir(live_root)) if os.path.isdir(live_root) else []:
+        lineage = Lineage(config_dir, entry)
+        if not os.path.isdir(lineage.live_dir):
+            continue
+        try:
+            if set(lineage.names()) != wanted:
+                continue
+            mtime = os.stat(lineage.live_path("cert")).st_mtime
+        except (OSError, ValueError):
+            continue
+        if mtime > best_mtime:
+            best, best_mtime = lineage, mtime
+    return best

@@ -1,0 +1,75 @@
+"""Record the installer and its options in a lineage's renewal configuration.
+
+certbot's ``install`` never writes ``renewal/NAME.conf``, so a later
+``certbot renew`` would not know the installer. We edit the file line by line:
+only ``installer`` and the ``wwu_acl_*`` keys of ``[renewalparams]`` change,
+every other line stays byte for byte (re-serialising certbot's values, as
+merging ``relevant_values`` would, can move a lineage to another CA).
+"""
+import os
+import re
+from typing import Dict, List, Optional
+
+from certbot_wwu.errors import LineageError
+from certbot_wwu.files import write_atomic
+
+INSTALLER = "wwu-acl"
+PREFIX = "wwu_acl_"
+SECTION = "[renewalparams]"
+_KEY = re.compile(r"^\s*([A-Za-z0-9_]+)\s*=")
+
+
+def _quote(value: str) -> str:
+    """configobj reads an unquoted ``a,b`` as a list: quote it."""
+    return '"{}"'.format(value) if "," in value else value
+
+
+def _ours(line: str) -> bool:
+    match = _KEY.match(line)
+    return bool(match) and (match.group(1) == "installer"
+                            or match.group(1).startswith(PREFIX))
+
+
+def edit(text: str, values: Optional[Dict[str, str]]) -> str:
+    """The conf text with our keys replaced; ``values=None`` detaches."""
+    lines = text.splitlines(True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    start = next((i for i, line in enumerate(lines)
+                  if line.strip() == SECTION), None)
+    if start is None:
+        lines.append(SECTION + "\n")
+        start = len(lines) - 1
+    end = next((i for i in range(start + 1, len(lines))
+                if lines[i].lstrip().startswith("[")), len(lines))
+    body = [line for line in lines[start + 1:end] if not _ours(line)]
+    added = []  # type: List[str]
+    if values is not None:
+        added.append("installer = {}\n".format(INSTALLER))
+        for option in sorted(values):
+            value = values[option]
+            if "\n" in value or "#" in value or '"' in value:
+                raise ValueError("unsafe value for {}: {!r}".format(option, value))
+            added.append("{}{} = {}\n".format(
+                PREFIX, option.replace("-", "_"), _quote(value)))
+    tail = []  # type: List[str]
+    while body and not body[-1].strip():
+        tail.insert(0, body.pop())
+    return "".join(lines[:start + 1] + body + added + tail + lines[end:])
+
+
+def attach(path: str, values: Optional[Dict[str, str]]) -> bool:
+    """Write ``values`` (None: detach) into ``path``; True if the file changed."""
+    try:
+        with open(path) as f:
+            text = f.read()
+        mode = os.stat(path).st_mode & 0o777
+    except OSError as err:
+        raise LineageError("Cannot read the renewal configuration {}: {}.".format(
+            path, err.strerror or err))
+    new = edit(text, values)
+    if new == text:
+        return False
+    write_atomic(path, new, mode)
+    return True
+

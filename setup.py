@@ -1,0 +1,45 @@
+import os
+import re
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read(*parts):
+    with open(os.path.join(HERE, *parts), encoding="utf-8") as f:
+        return f.read()
+
+
+VERSION = re.search(r'^__version__ = "([^"]+)"', read("certbot_wwu", "__init__.py"),
+                    re.M).group(1)
+
+setup(
+    name="certbot-wwu",
+    version=VERSION,
+    description="Certbot installer that deploys certificates to non-root "
+                "services with POSIX ACLs and restarts their systemd units",
+    long_description=read("README.md"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["certbot_wwu", "certbot_wwu.*"]),
+    python_requires=">=3.6",
+    install_requires=[
+        "certbot>=1.11",
+        "acme>=1.11",
+        "pylibacl",
+    ],
+    entry_points={
+        "certbot.plugins": [
+            "wwu-acl = certbot_wwu.installer:Installer",
+        ],
+    },
+    classifiers=[
+        "Environment :: Plugins",
+        "License :: OSI Approved :: Apache Software License",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3",
+        "Topic :: Security",
+        "Topic :: System :: Systems Administration",
+    ],
+)

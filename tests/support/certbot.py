@@ -1,0 +1,87 @@
+"""Real certbot in a subprocess, against Pebble, with a config tree of its own."""
+import os
+import subprocess
+import sys
+from typing import Dict, List, Optional
+
+from tests.support.pebble import Pebble, free_port
+from tests.support.systemd import RecordingSystemctl
+
+
+def certbot_executable() -> str:
+    """certbot of the running venv, or WWU_CERTBOT (e.g. /usr/bin/certbot)."""
+    return os.environ.get("WWU_CERTBOT") or os.path.join(
+        os.path.dirname(sys.executable), "certbot")
+
+
+class Result(object):
+    def __init__(self, argv: List[str], code: int, out: str, err: str) -> None:
+        self.argv, self.code, self.out, self.err = argv, code, out, err
+
+    @property
+    def output(self) -> str:
+        return self.out + self.err
+
+    def __repr__(self) -> str:
+        return "certbot exited {}\nargv: {}\n--- stdout\n{}\n--- stderr\n{}".format(
+            self.code, " ".join(self.argv), self.out, self.err)
+
+
+class Certbot(object):
+    """One certbot installation state: config, work and logs directories."""
+
+    def __init__(self, root: str, pebble: Pebble, systemctl: RecordingSystemctl,
+                 extra_env: Optional[Dict[str, str]] = None) -> None:
+        self.root = root
+        self.pebble = pebble
+        self.systemctl = systemctl
+        self.config_dir = os.path.join(root, "etc")
+        self.work_dir = os.path.join(root, "work")
+        self.logs_dir = os.path.join(root, "logs")
+        self.env = dict(os.environ)
+        self.env.update(pebble.env())
+        self.env.update(systemctl.env())
+        self.env.update(extra_env or {})
+
+    def __call__(self, *args: str, check: bool = True,
+                 env: Optional[Dict[str, str]] = None) -> Result:
+        argv = [certbot_executable()] + list(args) + [
+            "--config-dir", self.config_dir, "--work-dir", self.work_dir,
+            "--logs-dir", self.logs_dir, "--non-interactive"]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                universal_newlines=True,
+                                env=dict(self.env, **(env or {})))
+        out, err = proc.communicate(timeout=300)
+        result = Result(argv, proc.returncode, out, err)
+        if check and result.code != 0:
+            raise AssertionError(repr(result))
+        return result
+
+    def register(self) -> Result:
+        kid, hmac = self.pebble.new_eab()
+        return self("register", "--server", self.pebble.url, "--eab-kid", kid,
+                    "--eab-hmac-key", hmac, "--email", "admin@example.org",
+                    "--agree-tos", "--no-eff-email")
+
+    def acme(self, verb: str, *args: str, **kwargs) -> Result:
+        """A verb that talks to the CA: server and standalone port filled in."""
+        return self(verb, "--server", self.pebble.url, "--agree-tos",
+                    "--http-01-port", str(free_port()), *args, **kwargs)
+
+    def renew(self, *args: str, **kwargs) -> Result:
+        return self("renew", "--no-random-sleep-on-renew", *args, **kwargs)
+
+    def live(self, name: str, kind: str = "privkey") -> str:
+        return os.path.join(self.config_dir, "live", name, kind + ".pem")
+
+    def archive(self, name: str, kind: str, version: int) -> str:
+        return os.path.join(self.config_dir, "archive", name,
+                            "{}{}.pem".format(kind, version))
+
+    def renewal_conf(self, name: str) -> str:
+        return os.path.join(self.config_dir, "renewal", name + ".conf")
+
+    def read_renewal_conf(self, name: str) -> str:
+        with open(self.renewal_conf(name)) as f:
+            return f.read()
