@@ -59,9 +59,9 @@ def secure_key(lineage: Lineage) -> None:
     files = lineage.current()
     version = lineage.version(files)
     if grants.secure_key(files["privkey"], grants.key_group_intent(lineage, version)):
-        logger.warning("%s: reset the owning group's access to %s, which "
-                       "certbot had copied from the previous key's ACL mask",
-                       lineage.name, files["privkey"])
+        logger.info("%s: reset the owning group's access to %s, which "
+                    "certbot had copied from the previous key's ACL mask",
+                    lineage.name, files["privkey"])
 
 
 def deploy(settings: Settings, lineage: Lineage, dry_run: bool = False) -> Report:

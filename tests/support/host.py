@@ -52,7 +52,7 @@ def read_as(user: str, path: str) -> bool:
     return proc.wait() == 0
 
 
-def getfacl(path: str) -> str:
-    return subprocess.check_output(["getfacl", "-cpn", path],
+def getfacl(path: str, numeric: bool = True) -> str:
+    return subprocess.check_output(["getfacl", "-p" + ("n" if numeric else ""), path],
                                    universal_newlines=True,
                                    stderr=subprocess.DEVNULL)

@@ -1,0 +1,33 @@
+# make demo  - the main job against a local Pebble: register with EAB, obtain,
+#              grant, prove access, renew, prove again
+# make test  - every test (unit and certbot-driven end-to-end)
+# make test-py36 - the end-to-end suite on certbot 1.22 / Python 3.6 (EL 8)
+PYTHON ?= python3
+VENV   ?= .venv
+PY36   ?= $(shell command -v python3.6 || ls -d $$(pyenv root 2>/dev/null)/versions/3.6*/bin/python3.6 2>/dev/null | tail -n 1)
+VENV36 ?= .venvs/certbot-1.22-py3.6
+
+REQS   = certbot pylibacl pytest setuptools
+# certbot 1.x needs these pins on a modern pip (DESIGN §9)
+REQS36 = certbot==1.22.0 acme==1.22.0 josepy==1.13.0 pyOpenSSL==23.1.1 \
+         cryptography==40.0.2 'pylibacl<0.7' pytest setuptools
+
+.PHONY: setup test test-py36 demo clean
+
+setup:
+	scripts/setup-host
+	scripts/make-venv $(VENV) $(PYTHON) $(REQS)
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+test-py36: setup
+	@test -n "$(PY36)" || { echo "test-py36: no Python 3.6 interpreter found" >&2; exit 1; }
+	scripts/make-venv $(VENV36) $(PY36) $(REQS36)
+	$(VENV36)/bin/python -m pytest tests/e2e
+
+demo: setup
+	$(VENV)/bin/python scripts/demo.py
+
+clean:
+	rm -rf $(VENV) .venvs build dist *.egg-info
