@@ -40,8 +40,8 @@ def main():
 
     def run(*args):
         argv = certbot[:1] + list(args) + certbot[1:]
-        shown = ["<hmac>" if i and argv[i - 1] == "--eab-hmac-key" else a
-                 for i, a in enumerate(argv)]
+        shown = ["--eab-hmac-key=<secret>" if a.startswith("--eab-hmac-key=") else a
+                 for a in argv]
         print("$ " + " ".join(shown), flush=True)
         subprocess.check_call(argv, env=env)
 
@@ -66,7 +66,7 @@ def main():
         step("Registering with EAB (the recipe's 'certbot register')")
         kid, hmac = pebble.new_eab()
         run("register", "--server", pebble.url, "--eab-kid", kid,
-            "--eab-hmac-key", hmac, "--email", "admin@example.org",
+            "--eab-hmac-key=" + hmac, "--email", "admin@example.org",
             "--agree-tos", "--no-eff-email")
 
         step("Obtaining and deploying with the wwu-acl installer")

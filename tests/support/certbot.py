@@ -61,7 +61,7 @@ class Certbot(object):
     def register(self) -> Result:
         kid, hmac = self.pebble.new_eab()
         return self("register", "--server", self.pebble.url, "--eab-kid", kid,
-                    "--eab-hmac-key", hmac, "--email", "admin@example.org",
+                    "--eab-hmac-key=" + hmac, "--email", "admin@example.org",
                     "--agree-tos", "--no-eff-email")
 
     def acme(self, verb: str, *args: str, **kwargs) -> Result:

@@ -64,6 +64,12 @@ def _stop_all_at_exit():
 atexit.register(_stop_all_at_exit)
 
 
+def _mac_key() -> str:
+    """A 64-character base64url MAC key that cannot be taken for an option."""
+    key = secrets.token_urlsafe(48)
+    return key if key[0] not in "-_" else "A" + key[1:]
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is currently free.
 
@@ -142,7 +148,7 @@ class Pebble:
 
         # Ordered list of (kid, base64url HMAC key); 48 random bytes -> 64 chars.
         self._eab = [
-            ("kid-" + secrets.token_hex(8), secrets.token_urlsafe(48)) for _ in range(eab_keys)
+            ("kid-" + secrets.token_hex(8), _mac_key()) for _ in range(eab_keys)
         ]  # type: List[Tuple[str, str]]
         self._eab_used = set()  # type: set
 
