@@ -4,7 +4,7 @@
 # make test-py36 - the end-to-end suite on certbot 1.22 / Python 3.6 (EL 8)
 PYTHON ?= python3
 VENV   ?= .venv
-PY36   ?= $(shell command -v python3.6 || ls -d $$(pyenv root 2>/dev/null)/versions/3.6*/bin/python3.6 2>/dev/null | tail -n 1)
+PY36   ?= $(shell ls -d $$(pyenv root 2>/dev/null)/versions/3.6*/bin/python3.6 /usr/bin/python3.6 2>/dev/null | head -n 1)
 VENV36 ?= .venvs/certbot-1.22-py3.6
 
 REQS   = certbot pylibacl pytest setuptools
@@ -23,7 +23,7 @@ test: setup
 
 test-py36: setup
 	@test -n "$(PY36)" || { echo "test-py36: no Python 3.6 interpreter found" >&2; exit 1; }
-	scripts/make-venv $(VENV36) $(PY36) $(REQS36)
+	PIP_SPEC='pip<22' scripts/make-venv $(VENV36) $(PY36) $(REQS36)
 	$(VENV36)/bin/python -m pytest tests/e2e
 
 demo: setup

@@ -128,7 +128,7 @@ class Installer(common.Installer, interfaces.RenewDeployer,
     @_loud
     def renew_deploy(self, lineage: Any, *args: Any, **kwargs: Any) -> None:
         from certbot_wwu.lineage import Lineage
-        self._deploy(Lineage.from_live_path(lineage.cert))
+        self._deploy(Lineage.from_live_path(lineage.cert_path))
 
     @_loud
     def generic_updates(self, lineage: Any, *args: Any, **kwargs: Any) -> None:
@@ -136,7 +136,7 @@ class Installer(common.Installer, interfaces.RenewDeployer,
             return
         from certbot_wwu import deploy
         from certbot_wwu.lineage import Lineage
-        target = Lineage.from_live_path(lineage.cert)
+        target = Lineage.from_live_path(lineage.cert_path)
         deploy.secure_key(target)
         deploy.heal(self._settings(), target)
 

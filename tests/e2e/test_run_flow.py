@@ -6,6 +6,7 @@ import pytest
 from tests.support.host import (OTHER_USER, READER_GROUP, READER_MEMBER,
                                 SERVICE_USER, read_as)
 from tests.e2e.snapshot import snapshot
+from tests.support.certbot import certbot_version
 
 pytestmark = pytest.mark.e2e
 
@@ -74,9 +75,14 @@ def test_install_grants_and_records_the_installer_for_renew(certbot):
 
 
 def test_certonly_with_installer_deploys(certbot):
+    """certbot >= 1.27 calls restart() after certonly; older ones nothing,
+    and the next (not-due) renew deploys through generic_updates."""
     certbot.acme("certonly", "-a", "standalone", "-i", "wwu-acl",
                  "-d", "co.example.org", "--wwu-acl-user", SERVICE_USER,
                  "--wwu-acl-unit", "web")
+    if certbot_version() < (1, 27):
+        assert not read_as(SERVICE_USER, certbot.live("co.example.org"))
+        certbot.renew()
     assert read_as(SERVICE_USER, certbot.live("co.example.org"))
     assert not read_as(OTHER_USER, certbot.live("co.example.org"))
     assert certbot.systemctl.actions() == ["restart web.service"]
@@ -93,3 +99,13 @@ def test_certonly_dry_run_changes_nothing(certbot):
     assert snapshot(certbot.config_dir) == before
     assert certbot.systemctl.actions() == []
     assert not read_as(SERVICE_USER, certbot.live("d"))
+
+
+def test_plugin_loads_without_warnings(certbot):
+    result = certbot("plugins", "--text")
+    assert "* wwu-acl" in result.out
+    assert "certbot-wwu" in result.out
+    noise = [line for line in result.err.splitlines()
+             if "warn" in line.lower() and "Python 3.6 is no longer supported" not in line
+             and "CryptographyDeprecationWarning" not in line]
+    assert noise == [], result

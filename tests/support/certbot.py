@@ -1,8 +1,9 @@
 """Real certbot in a subprocess, against Pebble, with a config tree of its own."""
 import os
+import re
 import subprocess
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from tests.support.pebble import Pebble, free_port
 from tests.support.systemd import RecordingSystemctl
@@ -12,6 +13,20 @@ def certbot_executable() -> str:
     """certbot of the running venv, or WWU_CERTBOT (e.g. /usr/bin/certbot)."""
     return os.environ.get("WWU_CERTBOT") or os.path.join(
         os.path.dirname(sys.executable), "certbot")
+
+
+_VERSION = []  # type: List[Tuple[int, ...]]
+
+
+def certbot_version() -> Tuple[int, ...]:
+    """Version of the certbot under test, e.g. (1, 22, 0)."""
+    if not _VERSION:
+        out = subprocess.check_output([certbot_executable(), "--version"],
+                                      stderr=subprocess.STDOUT,
+                                      universal_newlines=True)
+        numbers = re.search(r"certbot (\d+)\.(\d+)\.(\d+)", out).groups()
+        _VERSION.append(tuple(int(n) for n in numbers))
+    return _VERSION[0]
 
 
 class Result(object):
