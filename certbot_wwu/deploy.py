@@ -35,14 +35,9 @@ def _plan(settings: Settings, lineage: Lineage, state: State):
     keys = {p.key for p in principals}
     old_keys = {("u" if kind == "user" else "g", pid)
                 for kind, _, pid in state.principals}
-    if state.version is None:
-        revoke_files = [lineage.archive_file(kind, v)
-                        for v in lineage.versions() if v != version
-                        for kind in KINDS]
-    elif state.version != version:
-        revoke_files = [lineage.archive_file(kind, state.version) for kind in KINDS]
-    else:
-        revoke_files = []
+    old_versions = state.granted if state.known else lineage.versions()
+    revoke_files = [lineage.archive_file(kind, v)
+                    for v in old_versions if v != version for kind in KINDS]
     result = grants.plan(lineage, files, principals, revoke_files,
                          sorted(keys | old_keys, key=str),
                          sorted(old_keys - keys, key=str))
@@ -76,12 +71,18 @@ def deploy(settings: Settings, lineage: Lineage, dry_run: bool = False) -> Repor
             report.add("would " + line)
         return report
     grants.check_supported(os.path.dirname(plan.key))
+    granted = [list(p) for p in principals]
+    if state.known:
+        state.granted = sorted(set(state.granted) | {version})
+        state.principals = state.principals + [
+            p for p in granted if p not in state.principals]
+        state.save()
     report.changed = grants.apply(plan)
     grants.verify(lineage, principals)
     report.add("{} can read version {} ({} ACLs changed)".format(
         ", ".join(str(p) for p in principals), version, report.changed))
-    state.version = version
-    state.principals = [list(p) for p in principals]
+    state.granted = [version]
+    state.principals = granted
     state.save()
     return report
 
@@ -90,7 +91,7 @@ def needs_deploy(settings: Settings, lineage: Lineage) -> bool:
     """Whether the lineage drifted from the last deployment (no fork, no writes)."""
     state = State.load(lineage)
     plan, principals, version = _plan(settings, lineage, state)
-    if state.version != version:
+    if not state.known or state.granted != [version]:
         return True
     if sorted(state.principals) != sorted(list(p) for p in principals):
         return True
@@ -107,7 +108,7 @@ def act(settings: Settings, lineage: Lineage) -> None:
     service.act(settings.units, settings.action)
     state = State.load(lineage)
     version = lineage.version()
-    if state.acted_version != version and state.version is not None:
+    if state.acted_version != version and state.known:
         state.acted_version = version
         state.save()
 

@@ -37,23 +37,22 @@ class Principal(namedtuple("Principal", "kind name id")):
         return "{} {}".format(self.kind, self.name)
 
 
+_ACCOUNTS = (("user", pwd.getpwnam, "pw_uid", "useradd"),
+             ("group", grp.getgrnam, "gr_gid", "groupadd"))
+
+
 def resolve(users: Iterable[str], groups: Iterable[str]) -> List[Principal]:
     """Look up every name now, so an unknown one stops us before any change."""
     found = []
-    for name in users:
-        try:
-            found.append(Principal("user", name, pwd.getpwnam(name).pw_uid))
-        except KeyError:
-            raise GrantError(
-                "User {!r} does not exist on this host; create it (useradd "
-                "--system {}) or correct --wwu-acl-user.".format(name, name))
-    for name in groups:
-        try:
-            found.append(Principal("group", name, grp.getgrnam(name).gr_gid))
-        except KeyError:
-            raise GrantError(
-                "Group {!r} does not exist on this host; create it (groupadd "
-                "--system {}) or correct --wwu-acl-group.".format(name, name))
+    for (kind, lookup, id_field, create), names in zip(_ACCOUNTS, (users, groups)):
+        for name in names:
+            try:
+                found.append(Principal(kind, name, getattr(lookup(name), id_field)))
+            except KeyError:
+                raise GrantError(
+                    "{} {!r} does not exist on this host; create it ({} --system "
+                    "{}) or correct --wwu-acl-{}.".format(
+                        kind.capitalize(), name, create, name, kind))
     return found
 
 
@@ -255,6 +254,13 @@ def apply(plan_: Plan) -> int:
             continue
         before = read_acl(path)
         after = {k: v for k, v in before.items() if k not in remove}
+        old_mask = before.get(("m", None))
+        if old_mask is not None:
+            # an entry the mask held back must stay held back once the mask
+            # is recomputed: keep what it was effectively allowed, no more
+            for key in after:
+                if key[0] == "g" or (key[0] == "u" and key[1] is not None):
+                    after[key] &= old_mask
         after.update(add)
         if path == plan_.key:
             after[("g", None)] = plan_.key_group
@@ -284,31 +290,43 @@ def missing(plan_: Plan) -> List[str]:
 
 def can_read(paths: Sequence[str], uid: int, gid: int, groups: Sequence[int]) -> List[bool]:
     """Open each path in a child running as uid/gid/groups: what the kernel says."""
+    read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
-        code = 255
         try:
+            os.close(read_end)
             os.setgroups(list(groups))
             os.setgid(gid)
             os.setuid(uid)
-            code = 0
-            for i, path in enumerate(paths):
+            answers = bytearray()
+            for path in paths:
                 try:
                     fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
                     try:
                         os.read(fd, 1)
                     finally:
                         os.close(fd)
+                    answers.append(ord("y"))
                 except OSError:
-                    code |= 1 << i
+                    answers.append(ord("n"))
+            os.write(write_end, bytes(answers))
         finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 255
-    if code == 255:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        answers = b""
+        while True:
+            chunk = os.read(read_end, 4096)
+            if not chunk:
+                break
+            answers += chunk
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    if len(answers) != len(paths):
         raise GrantError("Could not start a process as uid {} to check access."
                          .format(uid))
-    return [not code & (1 << i) for i in range(len(paths))]
+    return [answer == ord("y") for answer in answers]
 
 
 def identity(principal: Principal) -> Tuple[int, int, List[int]]:

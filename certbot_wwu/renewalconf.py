@@ -17,6 +17,8 @@ INSTALLER = "wwu-acl"
 PREFIX = "wwu_acl_"
 SECTION = "[renewalparams]"
 _KEY = re.compile(r"^\s*([A-Za-z0-9_]+)\s*=")
+#: what configobj would read differently from what we mean
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f#\"']")
 
 
 def _quote(value: str) -> str:
@@ -36,7 +38,7 @@ def edit(text: str, values: Optional[Dict[str, str]]) -> str:
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     start = next((i for i, line in enumerate(lines)
-                  if line.strip() == SECTION), None)
+                  if line.split("#", 1)[0].strip() == SECTION), None)
     if start is None:
         lines.append(SECTION + "\n")
         start = len(lines) - 1
@@ -48,7 +50,7 @@ def edit(text: str, values: Optional[Dict[str, str]]) -> str:
         added.append("installer = {}\n".format(INSTALLER))
         for option in sorted(values):
             value = values[option]
-            if "\n" in value or "#" in value or '"' in value:
+            if _UNSAFE.search(value) or value != value.strip():
                 raise ValueError("unsafe value for {}: {!r}".format(option, value))
             added.append("{}{} = {}\n".format(
                 PREFIX, option.replace("-", "_"), _quote(value)))

@@ -18,8 +18,8 @@ DEFAULT_ACTION = "restart"
 UNIT_TYPES = ("service", "socket", "device", "mount", "automount", "swap",
               "target", "path", "timer", "slice", "scope")
 _UNIT_MAX = 255
-_UNIT_PREFIX = re.compile(r"^[A-Za-z0-9:_.\\-]+$")
-_ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?$")
+_UNIT_PREFIX = re.compile(r"^[A-Za-z0-9:_.\\-]+\Z")
+_ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?\Z")
 
 #: option name -> help text; the installer registers them with ``--wwu-acl-``
 #: in front, the command without it.

@@ -1,26 +1,43 @@
 """What the last deployment of a lineage did, so the next one stays cheap.
 
 Kept in ``CONFIG/wwu-acl/NAME.json`` (directory 0700, file 0600): the key
-version that was granted, to whom (ids, since a user may be gone by the next
-run), and the version whose unit action succeeded. Without it (first run,
-or a file someone damaged) the next deployment sweeps the whole archive.
+versions that may carry our grants, to whom (ids, since a user may be gone by
+the next run), and the version whose unit action succeeded. A deployment
+records its version *before* granting, so one that is interrupted leaves a
+trace for the next to clean up. Without the file (first run, or a file
+someone damaged) the next deployment sweeps the whole archive.
 """
 import json
 import os
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from certbot_wwu.files import write_atomic
 from certbot_wwu.lineage import Lineage
 
 
+def _version(value: Any) -> Optional[int]:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return value if ok else None
+
+
+def _principal(value: Any) -> Optional[list]:
+    ok = (isinstance(value, list) and len(value) == 3
+          and value[0] in ("user", "group") and isinstance(value[1], str)
+          and isinstance(value[2], int) and not isinstance(value[2], bool)
+          and value[2] >= 0)
+    return list(value) if ok else None
+
+
 class State(object):
-    def __init__(self, path: str, version: Optional[int] = None,
+    def __init__(self, path: str, granted: Optional[List[int]] = None,
                  principals: Optional[List[list]] = None,
-                 acted_version: Optional[int] = None) -> None:
+                 acted_version: Optional[int] = None, known: bool = False) -> None:
         self.path = path
-        self.version = version
+        self.granted = granted or []
         self.principals = principals or []
         self.acted_version = acted_version
+        #: False when there was no usable file: grants may be anywhere
+        self.known = known
 
     @classmethod
     def load(cls, lineage: Lineage) -> "State":
@@ -28,23 +45,20 @@ class State(object):
         try:
             with open(path) as f:
                 data = json.load(f)
-            version = data.get("version")
+            granted = [_version(v) for v in data["granted"]]
+            principals = [_principal(p) for p in data["principals"]]
             acted = data.get("acted_version")
-            principals = [list(p) for p in data.get("principals", [])
-                          if isinstance(p, list) and len(p) == 3
-                          and p[0] in ("user", "group") and isinstance(p[2], int)]
-            if not isinstance(version, int):
-                version = None
-            if not isinstance(acted, int):
-                acted = None
-            return cls(path, version, principals, acted)
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, LookupError, TypeError, AttributeError):
             return cls(path)
+        if None in granted or None in principals:
+            return cls(path)
+        return cls(path, sorted(set(granted)), principals, _version(acted), True)
 
     def save(self) -> None:
         directory = os.path.dirname(self.path)
         if not os.path.isdir(directory):
             os.makedirs(directory, 0o700)
-        data = {"version": self.version, "principals": self.principals,
+        data = {"granted": self.granted, "principals": self.principals,
                 "acted_version": self.acted_version}
         write_atomic(self.path, json.dumps(data, sort_keys=True) + "\n", 0o600)
+        self.known = True

@@ -1,0 +1,393 @@
+"""certbot_wwu.deploy on a real lineage, real users, real ACLs."""
+import grp
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+
+import pytest
+
+from certbot_wwu import deploy
+from certbot_wwu.errors import GrantError, ServiceError
+from certbot_wwu.lineage import KINDS, Lineage
+from certbot_wwu.settings import Settings
+from certbot_wwu.state import State
+from tests.support.host import (KEY_GROUP, KEY_GROUP_MEMBER, OTHER_USER,
+                                READER_GROUP, READER_MEMBER, SECOND_USER,
+                                SERVICE_USER, getfacl, read_as)
+from tests.support.systemd import RecordingSystemctl
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="needs root (real users and ACLs)")
+
+SVC = Settings(users=[SERVICE_USER])
+SVC_WEB = Settings(users=[SERVICE_USER], units=["web.service"])
+
+
+def uid(name):
+    return pwd.getpwnam(name).pw_uid
+
+
+def gid(name):
+    return grp.getgrnam(name).gr_gid
+
+
+def setfacl(*args):
+    subprocess.check_call(("setfacl",) + args)
+
+
+@pytest.fixture
+def lineage(lineage_dir, accounts):
+    return Lineage(lineage_dir, "unit")
+
+
+@pytest.fixture
+def recorder(tmp_path, monkeypatch):
+    systemctl = RecordingSystemctl(os.path.join(str(tmp_path), "systemctl"))
+    for name, value in systemctl.env().items():
+        monkeypatch.setenv(name, value)
+    return systemctl
+
+
+def open_roots(lineage):
+    """Let every user traverse live/ and archive/ (certbot makes them 0700)."""
+    os.chmod(lineage.live_root, 0o711)
+    os.chmod(lineage.archive_root, 0o711)
+
+
+def snapshot(config_dir):
+    """ACL, mode and owner of everything under config_dir (links: target)."""
+    result = {}
+    for root, dirs, files in os.walk(config_dir):
+        for name in [""] + dirs + files:
+            path = os.path.join(root, name) if name else root
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                result[path] = os.readlink(path)
+            else:
+                result[path] = (getfacl(path), st.st_mode, st.st_uid, st.st_gid)
+    return result
+
+
+def named_entries(path):
+    return [line for line in getfacl(path).splitlines()
+            if line.split(":")[0] in ("user", "group") and line.split(":")[1]]
+
+
+def new_version(lineage, version):
+    """What a certbot renewal leaves: copies of the current files as version
+    ``version``, the new key with the old key's owner group and group/other
+    mode bits (not its ACL), and the live links switched."""
+    old = lineage.current()
+    for kind in KINDS:
+        target = lineage.archive_file(kind, version)
+        shutil.copyfile(old[kind], target)
+        st = os.stat(old[kind])
+        os.chown(target, st.st_uid, st.st_gid)
+        os.chmod(target, stat.S_IMODE(st.st_mode))
+        link = lineage.live_path(kind)
+        os.unlink(link)
+        os.symlink("../../archive/unit/{}{}.pem".format(kind, version), link)
+    assert lineage.version() == version
+
+
+# --- deploy / needs_deploy ---------------------------------------------------
+
+def test_deploy_then_nothing_to_deploy(lineage, recorder):
+    assert deploy.needs_deploy(SVC, lineage)
+    report = deploy.deploy(SVC, lineage)
+    assert report.version == 2
+    assert report.changed > 0
+    assert report.lines == ["user {} can read version 2 ({} ACLs changed)".format(
+        SERVICE_USER, report.changed)]
+    for kind in KINDS:
+        assert read_as(SERVICE_USER, lineage.live_path(kind)), kind
+    assert not read_as(OTHER_USER, lineage.live_path("cert"))
+    assert not read_as(SECOND_USER, lineage.live_path("privkey"))
+    assert not deploy.needs_deploy(SVC, lineage)
+    # deploying again changes no ACL
+    assert deploy.deploy(SVC, lineage).changed == 0
+    assert recorder.calls() == []
+
+
+def test_deploy_to_a_group(lineage, recorder):
+    settings = Settings(groups=[READER_GROUP])
+    deploy.deploy(settings, lineage)
+    assert read_as(READER_MEMBER, lineage.live_path("privkey"))
+    assert not read_as(SERVICE_USER, lineage.live_path("privkey"))
+    assert not deploy.needs_deploy(settings, lineage)
+
+
+def test_state_records_the_version_and_principals(lineage, recorder):
+    deploy.deploy(Settings(users=[SERVICE_USER], groups=[READER_GROUP]), lineage)
+    state = State.load(lineage)
+    assert state.known
+    assert state.granted == [2]
+    assert state.principals == [["user", SERVICE_USER, uid(SERVICE_USER)],
+                                ["group", READER_GROUP, gid(READER_GROUP)]]
+    assert state.acted_version is None
+    assert state.path == os.path.join(lineage.config_dir, "wwu-acl", "unit.json")
+    assert stat.S_IMODE(os.stat(state.path).st_mode) == 0o600
+
+
+def test_removed_acl_is_noticed_and_healed(lineage, recorder):
+    deploy.deploy(SVC, lineage)
+    deploy.act(SVC, lineage)
+    key = lineage.archive_file("privkey", 2)
+    setfacl("-b", key)
+    assert not read_as(SERVICE_USER, lineage.live_path("privkey"))
+    assert deploy.needs_deploy(SVC, lineage)
+    deploy.heal(SVC, lineage)
+    assert read_as(SERVICE_USER, lineage.live_path("privkey"))
+    assert not deploy.needs_deploy(SVC, lineage)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda l: setfacl("-x", "u:{}".format(uid(SERVICE_USER)), l.live_dir),
+    lambda l: setfacl("-x", "u:{}".format(uid(SERVICE_USER)), l.archive_root),
+    lambda l: setfacl("-n", "-m", "m::---", l.archive_file("fullchain", 2)),
+    lambda l: os.chmod(l.archive_file("privkey", 2), 0o600),  # mask from chmod
+])
+def test_other_drift_is_noticed_and_healed(lineage, recorder, damage):
+    deploy.deploy(SVC, lineage)
+    damage(lineage)
+    assert deploy.needs_deploy(SVC, lineage)
+    deploy.heal(SVC, lineage)
+    assert not deploy.needs_deploy(SVC, lineage)
+    for kind in KINDS:
+        assert read_as(SERVICE_USER, lineage.live_path(kind)), kind
+
+
+def test_heal_acts_once_and_then_does_nothing(lineage, recorder):
+    deploy.heal(SVC_WEB, lineage)  # never deployed: deploys, then acts
+    assert read_as(SERVICE_USER, lineage.live_path("privkey"))
+    assert recorder.actions() == ["restart web.service"]
+    before = snapshot(lineage.config_dir)
+    recorder.clear()
+    deploy.heal(SVC_WEB, lineage)
+    assert recorder.calls() == []
+    assert snapshot(lineage.config_dir) == before
+
+
+def test_dry_run_changes_nothing(lineage, recorder):
+    # a key certbot gave the previous key's mask bits: dry run leaves it too
+    os.chmod(lineage.archive_file("privkey", 2), 0o640)
+    before = snapshot(lineage.config_dir)
+    report = deploy.deploy(SVC_WEB, lineage, dry_run=True)
+    assert snapshot(lineage.config_dir) == before
+    assert not os.path.exists(os.path.join(lineage.config_dir, "wwu-acl"))
+    assert report.changed == 0
+    assert report.version == 2
+    assert report.lines
+    assert all(line.startswith("would ") for line in report.lines)
+    assert "would grant u:{}:4 on {}".format(
+        uid(SERVICE_USER), lineage.archive_file("privkey", 2)) in report.lines
+    assert any(line.startswith("would revoke") and "privkey1.pem" in line
+               for line in report.lines)
+    assert not read_as(SERVICE_USER, lineage.live_path("privkey"))
+    assert recorder.calls() == []
+    assert deploy.needs_deploy(SVC_WEB, lineage)
+
+
+def test_dry_run_after_a_deployment_changes_nothing(lineage, recorder):
+    deploy.deploy(SVC, lineage)
+    before = snapshot(lineage.config_dir)
+    deploy.deploy(Settings(users=[SECOND_USER]), lineage, dry_run=True)
+    assert snapshot(lineage.config_dir) == before
+    assert read_as(SERVICE_USER, lineage.live_path("privkey"))
+    assert not read_as(SECOND_USER, lineage.live_path("privkey"))
+
+
+def test_unknown_user_changes_nothing(lineage, recorder):
+    before = snapshot(lineage.config_dir)
+    with pytest.raises(GrantError, match="does not exist"):
+        deploy.deploy(Settings(users=[SERVICE_USER, "wwu-no-such-user"]), lineage)
+    assert snapshot(lineage.config_dir) == before
+
+
+# --- act / needs_action ------------------------------------------------------
+
+def test_act_records_the_acted_version(lineage, recorder):
+    deploy.deploy(SVC_WEB, lineage)
+    assert deploy.needs_action(lineage)
+    deploy.act(SVC_WEB, lineage)
+    assert recorder.actions() == ["restart web.service"]
+    assert State.load(lineage).acted_version == 2
+    assert not deploy.needs_action(lineage)
+    # the deployment's own record is kept
+    assert State.load(lineage).known
+    assert State.load(lineage).granted == [2]
+
+
+def test_failed_action_is_not_recorded(lineage, recorder):
+    deploy.deploy(SVC_WEB, lineage)
+    recorder.fail("web.service")
+    with pytest.raises(ServiceError, match="journalctl -u web.service"):
+        deploy.act(SVC_WEB, lineage)
+    assert State.load(lineage).acted_version is None
+    assert deploy.needs_action(lineage)
+    # the timer's heal retries it once the unit works again
+    recorder.heal("web.service")
+    recorder.clear()
+    deploy.heal(SVC_WEB, lineage)
+    assert recorder.actions() == ["restart web.service"]
+    assert not deploy.needs_action(lineage)
+
+
+def test_act_before_any_deployment_records_nothing(lineage, recorder):
+    deploy.act(SVC_WEB, lineage)
+    assert recorder.actions() == ["restart web.service"]
+    assert not os.path.exists(State.load(lineage).path)
+    assert deploy.needs_action(lineage)
+
+
+def test_act_with_action_none(lineage, recorder):
+    settings = Settings(users=[SERVICE_USER], units=["web.service"], action="none")
+    deploy.deploy(settings, lineage)
+    deploy.act(settings, lineage)
+    assert recorder.calls() == []
+    assert not deploy.needs_action(lineage)
+
+
+# --- principals change, renewals, the manual recipe ---------------------------
+
+def test_new_principal_set_revokes_the_old_principal(lineage, recorder):
+    deploy.deploy(SVC, lineage)
+    assert read_as(SERVICE_USER, lineage.live_path("privkey"))
+    svc2 = Settings(users=[SECOND_USER])
+    assert deploy.needs_deploy(svc2, lineage)
+    deploy.deploy(svc2, lineage)
+    assert read_as(SECOND_USER, lineage.live_path("privkey"))
+    assert not read_as(SERVICE_USER, lineage.live_path("privkey"))
+    gone = "user:{}:".format(uid(SERVICE_USER))
+    for path in [lineage.live_dir, lineage.archive_dir] + list(lineage.current().values()):
+        assert not [e for e in named_entries(path) if e.startswith(gone)], path
+    assert State.load(lineage).principals == [["user", SECOND_USER, uid(SECOND_USER)]]
+    assert not deploy.needs_deploy(svc2, lineage)
+    assert deploy.needs_deploy(SVC, lineage)
+
+
+def test_adding_a_group_keeps_the_user(lineage, recorder):
+    deploy.deploy(SVC, lineage)
+    both = Settings(users=[SERVICE_USER], groups=[READER_GROUP])
+    deploy.deploy(both, lineage)
+    assert read_as(SERVICE_USER, lineage.live_path("privkey"))
+    assert read_as(READER_MEMBER, lineage.live_path("privkey"))
+
+
+def test_first_deploy_sweeps_the_manual_recipe(lineage, recorder):
+    # the manual recipe this plugin replaces
+    setfacl("-R", "-m", "u:{}:rX".format(SERVICE_USER),
+            os.path.join(lineage.config_dir, "live"),
+            os.path.join(lineage.config_dir, "archive"))
+    old = {kind: lineage.archive_file(kind, 1) for kind in KINDS}
+    assert read_as(SERVICE_USER, old["privkey"])
+    assert not State.load(lineage).known
+    assert State.load(lineage).granted == []
+    deploy.deploy(SVC, lineage)
+    assert State.load(lineage).granted == [2]
+    assert not read_as(SERVICE_USER, old["privkey"])
+    for kind in KINDS:
+        assert named_entries(old[kind]) == [], kind
+        assert read_as(SERVICE_USER, lineage.live_path(kind)), kind
+    assert not deploy.needs_deploy(SVC, lineage)
+
+
+def test_renewal_moves_the_grant_to_the_new_version(lineage, recorder):
+    open_roots(lineage)
+    key2 = lineage.archive_file("privkey", 2)
+    os.chown(key2, 0, gid(KEY_GROUP))
+    deploy.deploy(SVC_WEB, lineage)
+    deploy.act(SVC_WEB, lineage)
+    recorder.clear()
+    new_version(lineage, 3)
+    key3 = lineage.archive_file("privkey", 3)
+    # as certbot does: the new key got the old key's mask as group bits
+    assert stat.S_IMODE(os.stat(key3).st_mode) == 0o640
+    assert read_as(KEY_GROUP_MEMBER, key3)
+    assert deploy.needs_deploy(SVC_WEB, lineage)
+    assert deploy.needs_action(lineage)
+    deploy.heal(SVC_WEB, lineage)
+    assert read_as(SERVICE_USER, lineage.live_path("privkey"))
+    assert not read_as(SERVICE_USER, key2)
+    assert not read_as(KEY_GROUP_MEMBER, key3)
+    assert not read_as(OTHER_USER, key3)
+    assert named_entries(key2) == []
+    assert recorder.actions() == ["restart web.service"]
+    state = State.load(lineage)
+    assert state.known
+    assert (state.granted, state.acted_version) == ([3], 3)
+    assert not deploy.needs_deploy(SVC_WEB, lineage)
+
+
+def test_secure_key_resets_the_copied_group_bits(lineage, recorder):
+    open_roots(lineage)
+    key2 = lineage.archive_file("privkey", 2)
+    os.chown(key2, 0, gid(KEY_GROUP))
+    os.chmod(key2, 0o640)  # copied mask; privkey1 is 0600 without ACL
+    assert read_as(KEY_GROUP_MEMBER, key2)
+    deploy.secure_key(lineage)
+    assert stat.S_IMODE(os.stat(key2).st_mode) == 0o600
+    assert not read_as(KEY_GROUP_MEMBER, key2)
+    before = snapshot(lineage.config_dir)
+    deploy.secure_key(lineage)
+    assert snapshot(lineage.config_dir) == before
+
+
+def test_interrupted_deployment_does_not_leave_an_old_key_readable(lineage, recorder):
+    open_roots(lineage)
+    deploy.deploy(SVC, lineage)                    # state: version 2
+    new_version(lineage, 3)
+    key3 = lineage.archive_file("privkey", 3)
+    setfacl("-m", "o::r", key3)                    # verify will refuse this
+    with pytest.raises(GrantError, match="readable by any user"):
+        deploy.deploy(SVC, lineage)
+    # recorded before granting: version 3 may carry grants now
+    state = State.load(lineage)
+    assert state.known
+    assert state.granted == [2, 3]
+    assert deploy.needs_deploy(SVC, lineage)
+    setfacl("-m", "o::-", key3)                    # the admin fixes the mode
+    new_version(lineage, 4)                        # and the next renewal comes
+    deploy.deploy(SVC, lineage)
+    assert read_as(SERVICE_USER, lineage.live_path("privkey"))
+    assert not read_as(SERVICE_USER, key3)
+    assert named_entries(key3) == []
+    assert State.load(lineage).granted == [4]
+    assert not deploy.needs_deploy(SVC, lineage)
+
+
+def test_retried_deployment_revokes_the_previous_version(lineage, recorder):
+    open_roots(lineage)
+    deploy.deploy(SVC, lineage)                    # granted: [2]
+    new_version(lineage, 3)
+    key2, key3 = (lineage.archive_file("privkey", v) for v in (2, 3))
+    setfacl("-m", "o::r", key3)                    # verify will refuse this
+    with pytest.raises(GrantError, match="readable by any user"):
+        deploy.deploy(SVC, lineage)
+    assert State.load(lineage).granted == [2, 3]
+    setfacl("-m", "o::-", key3)
+    deploy.heal(SVC, lineage)                      # the timer retries version 3
+    assert State.load(lineage).granted == [3]
+    assert read_as(SERVICE_USER, lineage.live_path("privkey"))
+    assert not read_as(SERVICE_USER, key2)
+    assert named_entries(key2) == []
+    assert not deploy.needs_deploy(SVC, lineage)
+
+
+def test_interrupted_first_deployment_leaves_the_state_unknown(lineage, recorder):
+    open_roots(lineage)
+    key2 = lineage.archive_file("privkey", 2)
+    setfacl("-m", "o::r", key2)
+    with pytest.raises(GrantError, match="readable by any user"):
+        deploy.deploy(SVC, lineage)
+    # nothing was known before, so nothing is recorded: the next one sweeps
+    assert not os.path.exists(State.load(lineage).path)
+    assert not State.load(lineage).known
+    assert deploy.needs_deploy(SVC, lineage)
+    setfacl("-m", "o::-", key2)
+    deploy.deploy(SVC, lineage)
+    assert State.load(lineage).known
+    assert State.load(lineage).granted == [2]
+    assert not deploy.needs_deploy(SVC, lineage)
