@@ -93,8 +93,15 @@ def test_try_restart_of_a_dead_unit_is_an_error(recorder):
 
 
 def test_try_restart_of_an_inactive_unit_is_fine(recorder):
-    pytest.skip("the recording systemctl (tests/support/bin/systemctl) cannot "
-                "report 'inactive': is-active answers only 'active' or 'failed'")
+    recorder.fail("web.service", "inactive")
+    service.reload_unit("web", "try-restart")
+    assert recorder.actions() == ["try-restart web.service"]
+
+
+def test_restart_that_leaves_a_unit_inactive_is_an_error(recorder):
+    recorder.fail("web.service", "inactive")
+    with pytest.raises(ServiceError, match="web.service is inactive after 'systemctl restart'"):
+        service.reload_unit("web", "restart")
 
 
 def test_unsupported_action_is_a_service_error(recorder):

@@ -8,7 +8,7 @@ BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin")
 class RecordingSystemctl(object):
     def __init__(self, directory: str) -> None:
         self.dir = directory
-        for sub in ("failed", "dead"):
+        for sub in ("failed", "dead", "inactive"):
             os.makedirs(os.path.join(directory, sub), exist_ok=True)
 
     def env(self) -> Dict[str, str]:
@@ -36,7 +36,7 @@ class RecordingSystemctl(object):
         open(os.path.join(self.dir, how, unit), "w").close()
 
     def heal(self, unit: str) -> None:
-        for sub in ("failed", "dead"):
+        for sub in ("failed", "dead", "inactive"):
             try:
                 os.unlink(os.path.join(self.dir, sub, unit))
             except FileNotFoundError:
