@@ -6,7 +6,8 @@ import logging
 import os
 from typing import List
 
-from certbot_wwu import grants, service
+from certbot_wwu import grants
+from certbot_wwu.batch import Batch
 from certbot_wwu.lineage import KINDS, Lineage
 from certbot_wwu.settings import Settings
 from certbot_wwu.state import State
@@ -104,20 +105,24 @@ def needs_action(lineage: Lineage) -> bool:
 
 
 def act(settings: Settings, lineage: Lineage) -> None:
-    """Act on the units; remember success so the timer does not repeat it."""
-    service.act(settings.units, settings.action)
-    state = State.load(lineage)
-    version = lineage.version()
-    if state.acted_version != version and state.known:
-        state.acted_version = version
-        state.save()
+    """Act on the units now; remember success so the timer does not repeat it."""
+    one = Batch()
+    one.add(settings, lineage)
+    one.flush()
+
+
+def redeploy_if_drifted(settings: Settings, lineage: Lineage) -> bool:
+    """Redeploy when the grants drifted since the last deployment."""
+    if not needs_deploy(settings, lineage):
+        return False
+    deploy(settings, lineage)
+    logger.warning("%s: repaired the ACL grants, which had drifted since "
+                   "the last deployment", lineage.name)
+    return True
 
 
 def heal(settings: Settings, lineage: Lineage) -> None:
     """The renewal timer's check: redeploy what drifted, finish a missed action."""
-    if needs_deploy(settings, lineage):
-        deploy(settings, lineage)
-        logger.warning("%s: repaired the ACL grants, which had drifted since "
-                       "the last deployment", lineage.name)
+    redeploy_if_drifted(settings, lineage)
     if needs_action(lineage):
         act(settings, lineage)

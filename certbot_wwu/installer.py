@@ -121,9 +121,12 @@ class Installer(common.Installer, interfaces.RenewDeployer,
             return
         if not self._deployed and self.config.verb == "certonly":
             self._deploy(self._certonly_lineage())
-        from certbot_wwu import deploy
+        from certbot_wwu import batch
         for settings, lineage in self._deployed.values():
-            deploy.act(settings, lineage)
+            if not batch.RUN.has(lineage):
+                batch.RUN.add(settings, lineage)
+        lineages = [lineage for _, lineage in self._deployed.values()]
+        self._act(lineages[-1] if lineages else None)
 
     @_loud
     def renew_deploy(self, lineage: Any, *args: Any, **kwargs: Any) -> None:
@@ -136,9 +139,40 @@ class Installer(common.Installer, interfaces.RenewDeployer,
             return
         from certbot_wwu import deploy
         from certbot_wwu.lineage import Lineage
+        from certbot_wwu import batch
         target = Lineage.from_live_path(lineage.cert_path)
         deploy.secure_key(target)
-        deploy.heal(self._settings(), target)
+        settings = self._settings()
+        deploy.redeploy_if_drifted(settings, target)
+        if deploy.needs_action(target) and not batch.RUN.has(target):
+            batch.RUN.add(settings, target)
+        self._act(target)
+
+    def _act(self, current: Any) -> None:
+        """Act on pending units, except those a later lineage of this
+        ``certbot renew`` also names: its turn comes (see batch)."""
+        from certbot_wwu import batch
+        keep = set()  # type: set
+        if self.config.verb == "renew" and current is not None and batch.RUN.units():
+            keep = batch.RUN.units() & self._later_units(current)
+            if keep:
+                batch.defer_until_exit()
+        batch.RUN.flush(keep)
+
+    def _later_units(self, current: Any) -> set:
+        """Units named by lineages that this renew processes after ``current``
+        (certbot goes through renewal/*.conf in sorted order)."""
+        if self.config.certname:
+            return set()
+        import glob
+        import os
+        from certbot_wwu.renewalconf import installer_units
+        confs = sorted(glob.glob(os.path.join(current.config_dir, "renewal", "*.conf")))
+        later = set()  # type: set
+        for conf in confs:
+            if conf > current.renewal_conf:
+                later |= installer_units(conf)
+        return later
 
     def _settings(self) -> Any:
         from certbot_wwu.settings import Settings

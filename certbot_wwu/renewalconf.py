@@ -8,10 +8,11 @@ merging ``relevant_values`` would, can move a lineage to another CA).
 """
 import os
 import re
-from typing import Dict, List, Optional
+from typing import Dict, FrozenSet, List, Optional
 
-from certbot_wwu.errors import LineageError
+from certbot_wwu.errors import LineageError, WwuError
 from certbot_wwu.files import write_atomic
+from certbot_wwu.settings import split_list, unit_name
 
 INSTALLER = "wwu-acl"
 PREFIX = "wwu_acl_"
@@ -75,3 +76,23 @@ def attach(path: str, values: Optional[Dict[str, str]]) -> bool:
     write_atomic(path, new, mode)
     return True
 
+
+
+_UNITS = {}  # type: Dict[str, FrozenSet[str]]
+
+
+def installer_units(path: str) -> FrozenSet[str]:
+    """Units a renewal conf names for this installer (cached per process;
+    a conf that cannot be read names none)."""
+    if path not in _UNITS:
+        import configobj
+        try:
+            params = configobj.ConfigObj(path, encoding="utf-8").get("renewalparams", {})
+            units = frozenset()  # type: FrozenSet[str]
+            if params.get("installer") == INSTALLER:
+                units = frozenset(unit_name(u) for u in split_list(
+                    params.get(PREFIX + "unit"), "Unit"))
+        except (OSError, configobj.ConfigObjError, WwuError):
+            units = frozenset()
+        _UNITS[path] = units
+    return _UNITS[path]

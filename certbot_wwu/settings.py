@@ -8,12 +8,17 @@ here so that a bad value becomes one clear sentence before anything on disk
 changes.
 """
 import re
-from typing import Any, Callable, Dict, Iterable, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 from certbot_wwu.errors import SettingsError
 
-ACTIONS = ("restart", "reload", "reload-or-restart", "try-restart", "none")
+#: weakest first: when lineages ask different things of one unit, the
+#: strongest wins (a restart also loads what a reload would)
+ACTIONS = ("none", "try-reload-or-restart", "try-restart", "reload", "auto",
+           "reload-or-restart", "restart")
 DEFAULT_ACTION = "restart"
+DEFAULT_TIMEOUT = 30
+MAX_TIMEOUT = 3600
 
 UNIT_TYPES = ("service", "socket", "device", "mount", "automount", "swap",
               "target", "path", "timer", "slice", "scope")
@@ -30,9 +35,16 @@ OPTIONS = (
               "current certificate and private key (POSIX ACL). Default: none."),
     ("unit", "Comma-separated systemd units to act on after deploying; a "
              "name without a suffix means NAME.service. Default: none."),
-    ("action", "What to do with the units after deploying: {}. Default: "
-               "{} (as the manual recipe's deploy hook does).".format(
+    ("action", "What to do with the units after deploying: {}; auto reloads "
+               "a unit that can reload and restarts the others. Default: {} (as "
+               "the manual recipe's deploy hook does).".format(
                    ", ".join(ACTIONS), DEFAULT_ACTION)),
+    ("timeout", "Seconds to wait for each unit to become active after the "
+                "action, and for --wwu-acl-check to see the new certificate. "
+                "Default: {}.".format(DEFAULT_TIMEOUT)),
+    ("check", "HOST:PORT to connect to with TLS after the action, to confirm "
+              "that the new certificate is served (SNI: the certificate's "
+              "first name). Default: no check."),
 )
 
 
@@ -101,6 +113,33 @@ def unit_name(name: str) -> str:
     return full
 
 
+def timeout_seconds(value: Any) -> int:
+    if value is None or value == "":
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = int(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        seconds = None
+    if seconds is None or not 1 <= seconds <= MAX_TIMEOUT:
+        raise SettingsError("Timeout {!r} is not a whole number of seconds from 1 "
+                            "to {}.".format(value, MAX_TIMEOUT))
+    return seconds
+
+
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)\Z")
+
+
+def check_address(value: Any) -> Optional[Tuple[str, int]]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port), or None."""
+    if value is None or value == "":
+        return None
+    host, _, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    if not (host and _HOST.match(host) and port.isdigit() and 0 < int(port) < 65536):
+        raise SettingsError("Check address {!r} is not HOST:PORT (e.g. "
+                            "localhost:443 or [::1]:443).".format(value))
+    return host.strip("[]"), int(port)
+
+
 def action_name(value: Any) -> str:
     if value is None or value == "":
         return DEFAULT_ACTION
@@ -114,11 +153,15 @@ class Settings(object):
     """Validated deployment settings for one lineage."""
 
     def __init__(self, users: Iterable[str] = (), groups: Iterable[str] = (),
-                 units: Iterable[str] = (), action: str = DEFAULT_ACTION) -> None:
+                 units: Iterable[str] = (), action: str = DEFAULT_ACTION,
+                 timeout: int = DEFAULT_TIMEOUT,
+                 check: Optional[Tuple[str, int]] = None) -> None:
         self.users = tuple(users)
         self.groups = tuple(groups)
         self.units = tuple(units)
         self.action = action
+        self.timeout = timeout
+        self.check = check
 
     @classmethod
     def from_options(cls, get: Callable[[str], Any]) -> "Settings":
@@ -127,11 +170,13 @@ class Settings(object):
         groups = account_names(get("group"), "Group")
         units = _unique(unit_name(u) for u in split_list(get("unit"), "Unit"))
         action = action_name(get("action"))
+        timeout = timeout_seconds(get("timeout"))
+        check = check_address(get("check"))
         if not users and not groups:
             raise SettingsError(
                 "Nobody to grant access to: give --wwu-acl-user or "
                 "--wwu-acl-group (a comma-separated list of names).")
-        return cls(users, groups, units, action)
+        return cls(users, groups, units, action, timeout, check)
 
     def to_values(self) -> Dict[str, str]:
         """Option name -> string, as stored in a renewal conf."""
@@ -140,6 +185,10 @@ class Settings(object):
             "group": ",".join(self.groups),
             "unit": ",".join(self.units),
             "action": self.action,
+            "timeout": str(self.timeout) if self.timeout != DEFAULT_TIMEOUT else "",
+            "check": "{}:{}".format(
+                "[{}]".format(self.check[0]) if ":" in self.check[0] else self.check[0],
+                self.check[1]) if self.check else "",
         }
         return {k: v for k, v in values.items() if v}
 

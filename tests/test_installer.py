@@ -80,7 +80,8 @@ def test_certbot_finds_the_plugin():
 def test_add_parser_arguments():
     calls = []
     Installer.add_parser_arguments(lambda name, **kw: calls.append((name, kw)))
-    assert [name for name, _ in calls] == ["user", "group", "unit", "action"]
+    assert [name for name, _ in calls] == ["user", "group", "unit", "action",
+                                          "timeout", "check"]
     assert [name for name, _ in calls] == [name for name, _ in OPTIONS]
     kwargs = dict(calls)
     for name in ("user", "group", "unit"):
@@ -88,8 +89,9 @@ def test_add_parser_arguments():
         assert kwargs[name]["default"] is None, name
         assert kwargs[name]["metavar"] == name.upper()
         assert "action" not in kwargs[name]  # no action="append" (DESIGN §3)
-    assert "type" not in kwargs["action"]
-    assert kwargs["action"]["default"] is None
+    for name in ("action", "timeout", "check"):
+        assert "type" not in kwargs[name]
+        assert kwargs[name]["default"] is None
     for name, kw in calls:
         assert kw["help"], name
 

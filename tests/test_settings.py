@@ -247,3 +247,37 @@ def test_settings_equality_and_repr():
     assert a != Settings(users=["svc"])
     assert a != "Settings"
     assert "users=('svc',)" in repr(a)
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, 30), ("", 30), ("5", 5), (7, 7), ("3600", 3600)])
+def test_timeout_values(value, expected):
+    assert settings.timeout_seconds(value) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "3601", "abc", "1.5", True, False, [], "5 s"])
+def test_bad_timeouts_are_one_sentence(value):
+    with pytest.raises(SettingsError, match="is not a whole number of seconds"):
+        settings.timeout_seconds(value)
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, None), ("", None), ("localhost:443", ("localhost", 443)),
+    ("127.0.0.1:8443", ("127.0.0.1", 8443)), ("[::1]:443", ("::1", 443))])
+def test_check_addresses(value, expected):
+    assert settings.check_address(value) == expected
+
+
+@pytest.mark.parametrize("value", ["localhost", "localhost:", ":443", "h:0", "h:65536",
+                                   "a b:443", "h:44x", "::1:443", True, ["h:1"]])
+def test_bad_check_addresses_are_one_sentence(value):
+    with pytest.raises(SettingsError, match="is not HOST:PORT"):
+        settings.check_address(value)
+
+
+def test_timeout_and_check_round_trip_through_the_renewal_conf():
+    original = settings.Settings.from_options(
+        {"user": "svc", "timeout": "5", "check": "[::1]:8443"}.get)
+    values = original.to_values()
+    assert values["timeout"] == "5" and values["check"] == "[::1]:8443"
+    assert settings.Settings.from_options(values.get) == original

@@ -1,0 +1,124 @@
+"""Unit actions, once per unit per certbot run.
+
+certbot renews lineages one after another in one process, gives each one a
+fresh installer instance and calls ``restart()`` once per renewed lineage, so
+a service with five certificates would restart five times. Actions are
+therefore collected here, process-wide (``RUN``), and a unit is acted on by
+the *last* lineage of the run that names it: at that lineage's ``restart()``
+when it was renewed, else at its ``generic_updates()``, which certbot calls
+for every lineage with this installer, due or not, on every supported
+version. By then the files of all lineages for that unit are in place, and an
+error raised there fails that lineage, so it reaches certbot's exit code.
+
+Should a later lineage fail before its turn, whatever is still pending is
+acted on when the process exits (and logged); the state file still marks
+those lineages as not acted on, so the next timer run finishes the job.
+"""
+import atexit
+import logging
+import ssl
+from typing import Dict, Iterable, List, Set
+
+from certbot_wwu import service, tlscheck
+from certbot_wwu.errors import ServiceError
+from certbot_wwu.lineage import Lineage
+from certbot_wwu.settings import Settings
+from certbot_wwu.state import State
+
+logger = logging.getLogger(__name__)
+
+
+def mark_acted(lineage: Lineage) -> None:
+    """Remember that the units saw the current version."""
+    state = State.load(lineage)
+    version = lineage.version()
+    if state.acted_version != version and state.known:
+        state.acted_version = version
+        state.save()
+
+
+def confirm_served(settings: Settings, lineage: Lineage) -> None:
+    """``--wwu-acl-check``: the service presents the deployed certificate."""
+    if not settings.check:
+        return
+    with open(lineage.live_path("cert")) as f:
+        expected = tlscheck.fingerprint(ssl.PEM_cert_to_DER_cert(f.read()))
+    names = lineage.names()
+    host, port = settings.check
+    tlscheck.confirm_served(host, port, names[0] if names else None, expected,
+                            settings.timeout)
+    logger.info("%s:%s serves the new certificate of %s", host, port, lineage.name)
+
+
+class Batch(object):
+    """Unit actions waiting for the last lineage that needs them."""
+
+    def __init__(self) -> None:
+        self.actions = {}  # type: Dict[str, List[str]]
+        self.timeouts = {}  # type: Dict[str, int]
+        self.waiting = []  # type: List[list]
+
+    def add(self, settings: Settings, lineage: Lineage) -> None:
+        for unit in settings.units:
+            self.actions.setdefault(unit, []).append(settings.action)
+            self.timeouts[unit] = max(self.timeouts.get(unit, 0), settings.timeout)
+        self.waiting.append([settings, lineage, set(settings.units)])
+
+    def units(self) -> Set[str]:
+        return set(self.actions)
+
+    def has(self, lineage: Lineage) -> bool:
+        return any(entry[1].live_dir == lineage.live_dir for entry in self.waiting)
+
+    def flush(self, keep: Iterable[str] = ()) -> None:
+        """Act on every pending unit except ``keep``; finish the lineages
+        whose units are all done. Raises one error for all failures."""
+        keep = set(keep)
+        failures = []
+        done, failed = set(), set()
+        for unit in sorted(set(self.actions) - keep):
+            actions = self.actions.pop(unit)
+            try:
+                service.reload_unit(unit, service.strongest(actions),
+                                    self.timeouts.pop(unit))
+                done.add(unit)
+            except ServiceError as err:
+                failures.append(str(err))
+                failed.add(unit)
+        still_waiting = []
+        for entry in self.waiting:
+            settings, lineage, units = entry
+            if units & failed:
+                continue
+            units -= done
+            if units:
+                still_waiting.append(entry)
+                continue
+            try:
+                confirm_served(settings, lineage)
+                mark_acted(lineage)
+            except ServiceError as err:
+                failures.append(str(err))
+        self.waiting = still_waiting
+        if failures:
+            raise ServiceError(" ".join(failures))
+
+
+RUN = Batch()
+_exit_hook = []  # type: List[bool]
+
+
+def defer_until_exit() -> None:
+    """Make sure nothing pending is forgotten if no later lineage acts."""
+    if not _exit_hook:
+        atexit.register(_flush_at_exit)
+        _exit_hook.append(True)
+
+
+def _flush_at_exit() -> None:
+    if not RUN.waiting and not RUN.actions:
+        return
+    try:
+        RUN.flush()
+    except ServiceError as err:
+        logger.error("wwu-acl: %s", err)
