@@ -1,4 +1,9 @@
-"""The recording systemctl stand-in (bin/systemctl), seen from a test."""
+"""The recording systemctl stand-in (bin/systemctl), seen from a test.
+
+Marker directories failed/, dead/ and inactive/ fake a unit's fate; a control
+script units/<unit> (see service.TlsService) makes it a real process; a file
+canreload/<unit> makes "show -p CanReload --value <unit>" print yes.
+"""
 import os
 from typing import Dict, List
 
@@ -8,7 +13,7 @@ BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin")
 class RecordingSystemctl(object):
     def __init__(self, directory: str) -> None:
         self.dir = directory
-        for sub in ("failed", "dead", "inactive"):
+        for sub in ("failed", "dead", "inactive", "units", "canreload"):
             os.makedirs(os.path.join(directory, sub), exist_ok=True)
 
     def env(self) -> Dict[str, str]:
@@ -23,8 +28,9 @@ class RecordingSystemctl(object):
             return []
 
     def actions(self) -> List[str]:
-        """Calls that act on a unit (not status queries)."""
-        return [c for c in self.calls() if not c.startswith("is-active")]
+        """Calls that act on a unit (not status queries: is-active, show)."""
+        return [c for c in self.calls()
+                if not c.startswith("is-active") and not c.startswith("show")]
 
     def clear(self) -> None:
         try:
@@ -34,6 +40,18 @@ class RecordingSystemctl(object):
 
     def fail(self, unit: str, how: str = "failed") -> None:
         open(os.path.join(self.dir, how, unit), "w").close()
+
+    def can_reload(self, unit: str, value: bool = True) -> None:
+        """Whether "show -p CanReload --value <unit>" says yes."""
+        path = os.path.join(self.dir, "canreload", unit)
+        if value:
+            open(path, "w").close()
+        elif os.path.exists(path):
+            os.unlink(path)
+
+    def unit_script(self, unit: str) -> str:
+        """Where a control script for ``unit`` goes (see service.TlsService)."""
+        return os.path.join(self.dir, "units", unit)
 
     def heal(self, unit: str) -> None:
         for sub in ("failed", "dead", "inactive"):
