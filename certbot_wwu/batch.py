@@ -17,9 +17,9 @@ those lineages as not acted on, so the next timer run finishes the job.
 import atexit
 import logging
 import ssl
-from typing import Dict, Iterable, List, Set
+from typing import Any, Dict, Iterable, List, Set
 
-from certbot_wwu import service, tlscheck
+from certbot_wwu import copies, service, tlscheck
 from certbot_wwu.errors import ServiceError
 from certbot_wwu.lineage import Lineage
 from certbot_wwu.settings import Settings
@@ -58,11 +58,12 @@ class Batch(object):
         self.timeouts = {}  # type: Dict[str, int]
         self.waiting = []  # type: List[list]
 
-    def add(self, settings: Settings, lineage: Lineage) -> None:
+    def add(self, settings: Settings, lineage: Lineage, copied: Any = None) -> None:
+        """``copied``: the switch of copies (deploy.Copied) to undo on failure."""
         for unit in settings.units:
             self.actions.setdefault(unit, []).append(settings.action)
             self.timeouts[unit] = max(self.timeouts.get(unit, 0), settings.timeout)
-        self.waiting.append([settings, lineage, set(settings.units)])
+        self.waiting.append([settings, lineage, set(settings.units), copied])
 
     def units(self) -> Set[str]:
         return set(self.actions)
@@ -87,8 +88,10 @@ class Batch(object):
                 failed.add(unit)
         still_waiting = []
         for entry in self.waiting:
-            settings, lineage, units = entry
+            settings, lineage, units, copied = entry
             if units & failed:
+                if copied is not None:
+                    failures.append(roll_back(settings, copied))
                 continue
             units -= done
             if units:
@@ -96,12 +99,31 @@ class Batch(object):
                 continue
             try:
                 confirm_served(settings, lineage)
-                mark_acted(lineage)
             except ServiceError as err:
-                failures.append(str(err))
+                failures.append(str(err) + (
+                    " " + roll_back(settings, copied) if copied is not None else ""))
+                continue
+            mark_acted(lineage)
+            if copied is not None:
+                copies.prune(copied.dest)
         self.waiting = still_waiting
         if failures:
             raise ServiceError(" ".join(failures))
+
+
+def roll_back(settings: Settings, copied: Any) -> str:
+    """Put the previous copies back and act on the units again; says so."""
+    if copied.previous is None:
+        return ("There were no earlier copies in {} to go back to; the new "
+                "ones stay.".format(copied.dest))
+    copies.rollback(copied.dest, copied.previous, copied.files)
+    try:
+        service.act(list(settings.units), settings.action, settings.timeout)
+    except ServiceError as err:
+        return ("The previous certificate is back in place in {}, but the units "
+                "still fail with it: {}".format(copied.dest, err))
+    return ("The previous certificate is back in place in {} and the units run "
+            "with it.".format(copied.dest))
 
 
 RUN = Batch()

@@ -2,17 +2,30 @@
 
 Used by the certbot installer and by the ``certbot-wwu`` command alike.
 """
+import grp
 import logging
 import os
-from typing import List
+import pwd
+import ssl
+from typing import Dict, List, Optional
 
-from certbot_wwu import grants
+from certbot_wwu import copies, grants, tlscheck
 from certbot_wwu.batch import Batch
+from certbot_wwu.errors import CopyError
 from certbot_wwu.lineage import KINDS, Lineage
 from certbot_wwu.settings import Settings
-from certbot_wwu.state import State
+from certbot_wwu.state import State, lineage_lock
 
 logger = logging.getLogger(__name__)
+
+
+class Copied(object):
+    """A switch of copies that a failed unit action can undo."""
+
+    def __init__(self, dest: str, previous: Optional[str], files: List[str]) -> None:
+        self.dest = dest
+        self.previous = previous
+        self.files = files
 
 
 class Report(object):
@@ -23,6 +36,7 @@ class Report(object):
         self.version = version
         self.lines = []  # type: List[str]
         self.changed = 0
+        self.copied = None  # type: Optional[Copied]
 
     def add(self, line: str) -> None:
         logger.info("%s: %s", self.lineage.name, line)
@@ -60,17 +74,104 @@ def secure_key(lineage: Lineage) -> None:
                     lineage.name, files["privkey"])
 
 
+def copy_spec(settings: Settings) -> copies.CopySpec:
+    """Resolve the copy owner and read the PKCS#12 password (never logged)."""
+    user, group = settings.copy_owner
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise CopyError("Copy owner {!r} does not exist on this host; create it "
+                        "or correct --wwu-acl-copy-owner.".format(user))
+    try:
+        gid = grp.getgrnam(group).gr_gid if group else None
+    except KeyError:
+        raise CopyError("Copy group {!r} does not exist on this host; create it "
+                        "or correct --wwu-acl-copy-owner.".format(group))
+    password = None
+    if settings.p12_password_file:
+        try:
+            with open(settings.p12_password_file, "rb") as f:
+                password = f.read().rstrip(b"\r\n")
+        except OSError as err:
+            raise CopyError("Cannot read the PKCS#12 password file {}: {}.".format(
+                settings.p12_password_file, err.strerror or err))
+        if not password and not settings.p12_empty_password:
+            raise CopyError("The PKCS#12 password file {} is empty; write a "
+                            "password into it, or ask for a bundle without one "
+                            "with --wwu-acl-p12-empty-password.".format(
+                                settings.p12_password_file))
+    elif settings.p12_empty_password:
+        password = b""
+    spec = copies.CopySpec(settings.copy_to, uid, gid, settings.copy_mode,
+                           settings.copy_formats, password)
+    copies.check_destination(spec.dest, spec.uid)
+    return spec
+
+
+def _source(spec: copies.CopySpec, lineage: Lineage, files: Dict[str, str]) -> dict:
+    with open(files["cert"]) as f:
+        cert = tlscheck.fingerprint(ssl.PEM_cert_to_DER_cert(f.read()))
+    return {"lineage": lineage.live_dir, "cert_sha256": cert, "uid": spec.uid,
+            "gid": spec.group, "key_mode": spec.key_mode, "formats": list(spec.formats)}
+
+
+def copies_current(spec: copies.CopySpec, lineage: Lineage,
+                   files: Dict[str, str]) -> bool:
+    return (copies.current_source(spec.dest) == _source(spec, lineage, files)
+            and copies.intact(spec))
+
+
+def write_copies(spec: copies.CopySpec, lineage: Lineage,
+                 files: Dict[str, str]) -> Optional[Copied]:
+    """A fresh, verified set made current in one rename (None: already current)."""
+    copies.prepare_destination(spec)
+    with copies.lock(spec.dest):
+        if copies_current(spec, lineage, files):
+            return None
+        material = {}
+        for kind in KINDS:
+            with open(files[kind], "rb") as f:
+                material[kind] = f.read()
+        version_dir = copies.write_version(spec, material, lineage.names())
+        copies.write_source(version_dir, _source(spec, lineage, files))
+        names = copies.file_names(spec.formats)
+        previous = copies.switch(spec.dest, version_dir, names)
+        return Copied(spec.dest, previous, names)
+
+
 def deploy(settings: Settings, lineage: Lineage, dry_run: bool = False) -> Report:
-    """Grant exactly the configured principals read access to the current files."""
-    if not dry_run:
-        secure_key(lineage)
+    """Grant exactly the configured principals read access to the current
+    files and/or write current copies. Callers run :func:`secure_key` first."""
     state = State.load(lineage)
-    plan, principals, version = _plan(settings, lineage, state)
+    files = lineage.current()
+    version = lineage.version(files)
     report = Report(lineage, version)
+    with_acl = bool(settings.users or settings.groups or state.principals)
+    plan, principals = None, []  # type: Optional[grants.Plan], list
+    if with_acl:
+        plan, principals, _ = _plan(settings, lineage, state)
+    spec = copy_spec(settings) if settings.copy_to else None
     if dry_run:
-        for line in plan.describe():
+        for line in plan.describe() if plan else []:
             report.add("would " + line)
+        if spec is not None and not copies_current(spec, lineage, files):
+            report.add("would write {} to {} (owner uid {}, key mode {:04o})".format(
+                ", ".join(copies.file_names(spec.formats)), spec.dest, spec.uid,
+                spec.key_mode))
         return report
+    with lineage_lock(lineage):
+        if plan is not None:
+            _grant(plan, principals, lineage, state, version, report)
+        if spec is not None:
+            report.copied = write_copies(spec, lineage, files)
+            if report.copied:
+                report.add("wrote copies of version {} to {}".format(version, spec.dest))
+        state.save()
+    return report
+
+
+def _grant(plan: grants.Plan, principals: list, lineage: Lineage, state: State,
+           version: int, report: Report) -> None:
     grants.check_supported(os.path.dirname(plan.key))
     granted = [list(p) for p in principals]
     if state.known:
@@ -81,22 +182,27 @@ def deploy(settings: Settings, lineage: Lineage, dry_run: bool = False) -> Repor
     report.changed = grants.apply(plan)
     grants.verify(lineage, principals)
     report.add("{} can read version {} ({} ACLs changed)".format(
-        ", ".join(str(p) for p in principals), version, report.changed))
-    state.granted = [version]
+        ", ".join(str(p) for p in principals) or "nobody", version, report.changed))
+    state.granted = [version] if principals else []
     state.principals = granted
-    state.save()
-    return report
 
 
 def needs_deploy(settings: Settings, lineage: Lineage) -> bool:
     """Whether the lineage drifted from the last deployment (no fork, no writes)."""
     state = State.load(lineage)
-    plan, principals, version = _plan(settings, lineage, state)
-    if not state.known or state.granted != [version]:
+    if not state.known:
         return True
-    if sorted(state.principals) != sorted(list(p) for p in principals):
-        return True
-    return bool(grants.missing(plan))
+    if settings.users or settings.groups or state.principals:
+        plan, principals, version = _plan(settings, lineage, state)
+        if principals and state.granted != [version]:
+            return True
+        if sorted(state.principals) != sorted(list(p) for p in principals):
+            return True
+        if grants.missing(plan):
+            return True
+    if settings.copy_to:
+        return not copies_current(copy_spec(settings), lineage, lineage.current())
+    return False
 
 
 def needs_action(lineage: Lineage) -> bool:
@@ -104,10 +210,10 @@ def needs_action(lineage: Lineage) -> bool:
     return State.load(lineage).acted_version != lineage.version()
 
 
-def act(settings: Settings, lineage: Lineage) -> None:
+def act(settings: Settings, lineage: Lineage, copied: Optional[Copied] = None) -> None:
     """Act on the units now; remember success so the timer does not repeat it."""
     one = Batch()
-    one.add(settings, lineage)
+    one.add(settings, lineage, copied)
     one.flush()
 
 

@@ -23,3 +23,7 @@ class GrantError(WwuError):
 
 class ServiceError(WwuError):
     """A systemd unit action failed or the unit did not come back."""
+
+
+class CopyError(WwuError):
+    """Copies of a certificate cannot be written or switched safely."""

@@ -21,11 +21,11 @@ from certbot.plugins import common
 
 from certbot_wwu import __version__, _compat
 from certbot_wwu.errors import WwuError
-from certbot_wwu.settings import OPTIONS, comma_list
+from certbot_wwu.settings import FLAGS, OPTIONS, comma_list
 
 logger = logging.getLogger(__name__)
 
-_LIST_OPTIONS = ("user", "group", "unit")
+_LIST_OPTIONS = ("user", "group", "unit", "copy-formats")
 
 
 def _loud(method: Callable) -> Callable:
@@ -62,10 +62,12 @@ class Installer(common.Installer, interfaces.RenewDeployer,
                     help=text)
             else:
                 add(name, default=None, help=text)
+        for name, text in FLAGS:
+            add(name, action="store_true", default=False, help=text)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super(Installer, self).__init__(*args, **kwargs)
-        self._deployed = {}  # type: Dict[str, Tuple[Any, Any]]
+        self._deployed = {}  # type: Dict[str, Tuple[Any, Any, Any]]
 
     def prepare(self) -> None:
         """Nothing to prepare; checks happen where we act (see module doc)."""
@@ -122,10 +124,10 @@ class Installer(common.Installer, interfaces.RenewDeployer,
         if not self._deployed and self.config.verb == "certonly":
             self._deploy(self._certonly_lineage())
         from certbot_wwu import batch
-        for settings, lineage in self._deployed.values():
+        for settings, lineage, copied in self._deployed.values():
             if not batch.RUN.has(lineage):
-                batch.RUN.add(settings, lineage)
-        lineages = [lineage for _, lineage in self._deployed.values()]
+                batch.RUN.add(settings, lineage, copied)
+        lineages = [lineage for _, lineage, _ in self._deployed.values()]
         self._act(lineages[-1] if lineages else None)
 
     @_loud
@@ -183,8 +185,8 @@ class Installer(common.Installer, interfaces.RenewDeployer,
         if not self.config.dry_run:
             deploy.secure_key(lineage)
         settings = self._settings()
-        deploy.deploy(settings, lineage, dry_run=self.config.dry_run)
-        self._deployed[lineage.name] = (settings, lineage)
+        report = deploy.deploy(settings, lineage, dry_run=self.config.dry_run)
+        self._deployed[lineage.name] = (settings, lineage, report.copied)
         return settings
 
     def _certonly_lineage(self) -> Any:

@@ -7,6 +7,7 @@ as None/True/False (certbot restores those literally). Everything is checked
 here so that a bad value becomes one clear sentence before anything on disk
 changes.
 """
+import os
 import re
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
@@ -45,7 +46,28 @@ OPTIONS = (
     ("check", "HOST:PORT to connect to with TLS after the action, to confirm "
               "that the new certificate is served (SNI: the certificate's "
               "first name). Default: no check."),
+    ("copy-to", "Directory to write owned copies of the certificate to (copy "
+                "mode), for services that cannot read certbot's tree. Default: "
+                "no copies."),
+    ("copy-owner", "USER[:GROUP] that owns the copies; the key copies are "
+                   "readable by this user and group only. Default: root."),
+    ("copy-mode", "Octal mode of the private key copies. Default: 0640 with a "
+                  "group in --wwu-acl-copy-owner, else 0600."),
+    ("copy-formats", "Comma-separated formats to write: pem (cert.pem, "
+                     "chain.pem, fullchain.pem, privkey.pem), combined "
+                     "(combined.pem: key, then full chain), pkcs12 "
+                     "(bundle.p12). Default: pem."),
+    ("p12-password-file", "File holding the PKCS#12 password, read at every "
+                          "deployment (the password is never stored in the "
+                          "renewal configuration). Default: none."),
 )
+
+#: on/off options (stored as True/False in the renewal configuration)
+FLAGS = (
+    ("p12-empty-password", "Write the PKCS#12 bundle without a password; "
+                           "only for services that cannot use one. Default: off."),
+)
+COPY_FORMATS = ("pem", "combined", "pkcs12")
 
 
 def comma_list(value: Any) -> str:
@@ -149,19 +171,84 @@ def action_name(value: Any) -> str:
     return value
 
 
+def copy_target(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or not os.path.isabs(value) or "\n" in value \
+            or os.path.normpath(value) in ("/", "//"):
+        raise SettingsError("Copy directory {!r} is not an absolute path to a "
+                            "directory of its own.".format(value))
+    return os.path.normpath(value)
+
+
+def copy_owner(value: Any) -> Tuple[str, str]:
+    """``USER[:GROUP]`` -> (user, group); root when not given."""
+    if value is None or value == "":
+        return "root", ""
+    if not isinstance(value, str):
+        raise SettingsError("Copy owner {!r} is not USER[:GROUP].".format(value))
+    user, _, group = value.partition(":")
+    account_names(user, "Copy owner")
+    if group:
+        account_names(group, "Copy group")
+    if not user:
+        raise SettingsError("Copy owner {!r} is not USER[:GROUP].".format(value))
+    return user, group
+
+
+def copy_mode(value: Any, group: str) -> int:
+    if value is None or value == "":
+        return 0o640 if group else 0o600
+    text = str(value) if not isinstance(value, bool) else ""
+    if not re.match(r"^0?[0-7]{3}\Z", text) or int(text, 8) & ~0o660 \
+            or not int(text, 8) & 0o400:
+        raise SettingsError(
+            "Key copy mode {!r} must be octal, readable by the owner and never "
+            "by others or executable (e.g. 0640 or 0600).".format(value))
+    return int(text, 8)
+
+
+def copy_formats(value: Any) -> Tuple[str, ...]:
+    formats = _unique(split_list(value, "Copy format")) or ("pem",)
+    for fmt in formats:
+        if fmt not in COPY_FORMATS:
+            raise SettingsError("Copy format {!r} is unknown; use {}.".format(
+                fmt, ", ".join(COPY_FORMATS)))
+    return formats
+
+
+def flag(value: Any, what: str) -> bool:
+    if value in (None, "", False, "False", "false", "no"):
+        return False
+    if value in (True, "True", "true", "yes"):
+        return True
+    raise SettingsError("{} must be on or off, not {!r}.".format(what, value))
+
+
 class Settings(object):
     """Validated deployment settings for one lineage."""
 
     def __init__(self, users: Iterable[str] = (), groups: Iterable[str] = (),
                  units: Iterable[str] = (), action: str = DEFAULT_ACTION,
                  timeout: int = DEFAULT_TIMEOUT,
-                 check: Optional[Tuple[str, int]] = None) -> None:
+                 check: Optional[Tuple[str, int]] = None, copy_to: str = "",
+                 copy_owner: Tuple[str, str] = ("root", ""),
+                 copy_mode: Optional[int] = None,
+                 copy_formats: Tuple[str, ...] = ("pem",),
+                 p12_password_file: str = "", p12_empty_password: bool = False) -> None:
         self.users = tuple(users)
         self.groups = tuple(groups)
         self.units = tuple(units)
         self.action = action
         self.timeout = timeout
         self.check = check
+        self.copy_to = copy_to
+        self.copy_owner = copy_owner
+        self.copy_mode = copy_mode if copy_mode is not None else (
+            0o640 if copy_owner[1] else 0o600)
+        self.copy_formats = tuple(copy_formats)
+        self.p12_password_file = p12_password_file
+        self.p12_empty_password = p12_empty_password
 
     @classmethod
     def from_options(cls, get: Callable[[str], Any]) -> "Settings":
@@ -172,11 +259,27 @@ class Settings(object):
         action = action_name(get("action"))
         timeout = timeout_seconds(get("timeout"))
         check = check_address(get("check"))
-        if not users and not groups:
+        target = copy_target(get("copy_to"))
+        owner = copy_owner(get("copy_owner"))
+        mode = copy_mode(get("copy_mode"), owner[1])
+        formats = copy_formats(get("copy_formats"))
+        password_file = get("p12_password_file") or ""
+        if password_file and not (isinstance(password_file, str)
+                                  and os.path.isabs(password_file)):
+            raise SettingsError("The PKCS#12 password file {!r} must be an "
+                                "absolute path.".format(password_file))
+        empty = flag(get("p12_empty_password"), "--wwu-acl-p12-empty-password")
+        if "pkcs12" in formats and not (password_file or empty):
+            raise SettingsError(
+                "The pkcs12 format needs --wwu-acl-p12-password-file FILE (or "
+                "--wwu-acl-p12-empty-password for a bundle without one).")
+        if not users and not groups and not target:
             raise SettingsError(
                 "Nobody to grant access to: give --wwu-acl-user or "
-                "--wwu-acl-group (a comma-separated list of names).")
-        return cls(users, groups, units, action, timeout, check)
+                "--wwu-acl-group (a comma-separated list of names), or "
+                "--wwu-acl-copy-to DIR.")
+        return cls(users, groups, units, action, timeout, check, target, owner,
+                   mode, formats, password_file, empty)
 
     def to_values(self) -> Dict[str, str]:
         """Option name -> string, as stored in a renewal conf."""
@@ -190,6 +293,15 @@ class Settings(object):
                 "[{}]".format(self.check[0]) if ":" in self.check[0] else self.check[0],
                 self.check[1]) if self.check else "",
         }
+        if self.copy_to:
+            values.update({
+                "copy_to": self.copy_to,
+                "copy_owner": ":".join(p for p in self.copy_owner if p),
+                "copy_mode": "{:04o}".format(self.copy_mode),
+                "copy_formats": ",".join(self.copy_formats),
+                "p12_password_file": self.p12_password_file,
+                "p12_empty_password": "True" if self.p12_empty_password else "",
+            })
         return {k: v for k, v in values.items() if v}
 
     def __eq__(self, other: object) -> bool:

@@ -7,9 +7,11 @@ records its version *before* granting, so one that is interrupted leaves a
 trace for the next to clean up. Without the file (first run, or a file
 someone damaged) the next deployment sweeps the whole archive.
 """
+import contextlib
+import fcntl
 import json
 import os
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional
 
 from certbot_wwu.files import write_atomic
 from certbot_wwu.lineage import Lineage
@@ -62,3 +64,19 @@ class State(object):
                 "acted_version": self.acted_version}
         write_atomic(self.path, json.dumps(data, sort_keys=True) + "\n", 0o600)
         self.known = True
+
+
+@contextlib.contextmanager
+def lineage_lock(lineage: Lineage) -> Iterator[None]:
+    """One deployment of a lineage at a time (a manual install while the
+    timer renews): an exclusive flock on CONFIG/wwu-acl/NAME.lock."""
+    directory = os.path.join(lineage.config_dir, "wwu-acl")
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o700)
+    fd = os.open(os.path.join(directory, lineage.name + ".lock"),
+                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

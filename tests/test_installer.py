@@ -80,16 +80,20 @@ def test_certbot_finds_the_plugin():
 def test_add_parser_arguments():
     calls = []
     Installer.add_parser_arguments(lambda name, **kw: calls.append((name, kw)))
-    assert [name for name, _ in calls] == ["user", "group", "unit", "action",
-                                          "timeout", "check"]
-    assert [name for name, _ in calls] == [name for name, _ in OPTIONS]
+    assert [name for name, _ in calls] == [
+        "user", "group", "unit", "action", "timeout", "check", "copy-to",
+        "copy-owner", "copy-mode", "copy-formats", "p12-password-file",
+        "p12-empty-password"]
+    assert [name for name, _ in calls][:len(OPTIONS)] == [name for name, _ in OPTIONS]
     kwargs = dict(calls)
-    for name in ("user", "group", "unit"):
+    assert kwargs["p12-empty-password"]["action"] == "store_true"
+    for name in ("user", "group", "unit", "copy-formats"):
         assert kwargs[name]["type"] is comma_list, name
         assert kwargs[name]["default"] is None, name
         assert kwargs[name]["metavar"] == name.upper()
         assert "action" not in kwargs[name]  # no action="append" (DESIGN §3)
-    for name in ("action", "timeout", "check"):
+    for name in ("action", "timeout", "check", "copy-to", "copy-owner", "copy-mode",
+                 "p12-password-file"):
         assert "type" not in kwargs[name]
         assert kwargs[name]["default"] is None
     for name, kw in calls:
