@@ -33,6 +33,9 @@ setup(
         "certbot.plugins": [
             "wwu-acl = certbot_wwu.installer:Installer",
         ],
+        "console_scripts": [
+            "certbot-wwu = certbot_wwu.cli:main",
+        ],
     },
     classifiers=[
         "Environment :: Plugins",

@@ -159,6 +159,8 @@ def deploy(settings: Settings, lineage: Lineage, dry_run: bool = False) -> Repor
                 ", ".join(copies.file_names(spec.formats)), spec.dest, spec.uid,
                 spec.key_mode))
         return report
+    if plan is not None:
+        grants.check_supported(os.path.dirname(plan.key))
     with lineage_lock(lineage):
         if plan is not None:
             _grant(plan, principals, lineage, state, version, report)
@@ -172,7 +174,6 @@ def deploy(settings: Settings, lineage: Lineage, dry_run: bool = False) -> Repor
 
 def _grant(plan: grants.Plan, principals: list, lineage: Lineage, state: State,
            version: int, report: Report) -> None:
-    grants.check_supported(os.path.dirname(plan.key))
     granted = [list(p) for p in principals]
     if state.known:
         state.granted = sorted(set(state.granted) | {version})

@@ -31,6 +31,7 @@ fail at night. ``user:password@`` is accepted (percent-encoded), since some
 proxies need it, and is shown as ``user:***@`` everywhere except in the
 environment itself.
 """
+import ast
 import configparser
 import ipaddress
 import logging
@@ -125,7 +126,9 @@ class Preset(object):
         if supplied is not None and not supplied.strip():
             supplied = None
         if self.server:
-            if supplied is None or supplied.strip().rstrip("/") == self.server.rstrip("/"):
+            same = supplied is None or (
+                supplied.strip().rstrip("/") == self.server.rstrip("/"))
+            if same:
                 return self.server
             raise PresetError(
                 "Preset {} always uses {}, not {}; drop the server URL or "
@@ -470,6 +473,7 @@ def get_preset(name: str, directory: Optional[str] = None) -> Preset:
 def _read_file(path: str, builtins: Dict[str, Preset]) -> List[Preset]:
     # no [DEFAULT] magic: its keys would leak into every section
     parser = configparser.ConfigParser(interpolation=None, strict=True,
+                                       delimiters=("=",),
                                        default_section="\0 no default")
     try:
         with open(path, encoding="utf-8") as f:
@@ -481,9 +485,7 @@ def _read_file(path: str, builtins: Dict[str, Preset]) -> List[Preset]:
         raise PresetError("The presets file {} is not UTF-8 text; save it as "
                           "UTF-8.".format(path))
     except configparser.Error as err:
-        raise PresetError("The presets file {} is not a valid INI file ({}); fix "
-                          "the line it names.".format(
-                              path, " ".join(str(err).split())))
+        raise PresetError("In {}, {}; fix that line.".format(path, _ini_problem(err)))
     presets = []  # type: List[Preset]
     names = {}  # type: Dict[str, str]
     for section in parser.sections():
@@ -501,6 +503,27 @@ def _read_file(path: str, builtins: Dict[str, Preset]) -> List[Preset]:
         names[name] = section
         presets.append(_preset(path, section, name, parser[section], builtins))
     return presets
+
+
+def _ini_problem(err: configparser.Error) -> str:
+    """configparser's multi-line messages as one clause."""
+    if isinstance(err, configparser.DuplicateOptionError):
+        return "line {}: key {} appears twice in section [{}]".format(
+            err.lineno, err.option, err.section)
+    if isinstance(err, configparser.DuplicateSectionError):
+        return "line {}: section [{}] appears twice".format(err.lineno, err.section)
+    if isinstance(err, configparser.MissingSectionHeaderError):
+        return "line {}: {!r} comes before the first [section]".format(
+            err.lineno, err.line.strip())
+    if isinstance(err, configparser.ParsingError) and err.errors:
+        lineno, line = err.errors[0]
+        try:
+            line = ast.literal_eval(line)  # configparser keeps repr(line)
+        except (ValueError, SyntaxError):
+            pass
+        return "line {}: {!r} is neither [section] nor key = value".format(
+            lineno, line.strip())
+    return "not a valid INI file ({})".format(" ".join(str(err).split()))
 
 
 def _preset(path: str, section: str, name: str, values: Any,

@@ -280,18 +280,18 @@ def _configure_dropin(root: str, service: str, env: Dict[str, str]) -> List[str]
             except OSError:
                 pass  # other drop-ins live there
         return changes + _put(secret_path, None, 0o600, "")
+    what = "{} for {}".format(_summary(env), service)
     if _secret(env):
+        # the file first: the drop-in must never name a missing one
         changes = _put(secret_path, _HEADER + _assignments(env), 0o600,
-                       "{} for {}, readable by root only".format(
-                           _summary(env), service))
-        body = "EnvironmentFile={}\n".format(SECRET_ENV)
-    else:
-        changes = _put(secret_path, None, 0o600, "")
-        # % starts a systemd specifier
-        body = "".join('Environment="{}={}"\n'.format(key, value.replace("%", "%%"))
-                       for key, value in env.items())
-    return _put(path, _HEADER + "[Service]\n" + body, 0o644, "{} for {}".format(
-        _summary(env), service)) + changes
+                       what + ", readable by root only")
+        return changes + _put(path, "{}[Service]\nEnvironmentFile={}\n".format(
+            _HEADER, SECRET_ENV), 0o644, what)
+    # % starts a systemd specifier
+    body = "".join('Environment="{}={}"\n'.format(key, value.replace("%", "%%"))
+                   for key, value in env.items())
+    changes = _put(path, _HEADER + "[Service]\n" + body, 0o644, what)
+    return changes + _put(secret_path, None, 0o600, "")
 
 
 def find_certbot(root: str = "/") -> str:
@@ -381,7 +381,8 @@ def _checked(argv: List[str], unit: str) -> None:
         raise TimerError("'{}' failed (exit {}){}; check that {} is installed "
                          "('systemctl cat {}').".format(
                              " ".join(argv), code,
-                             ": " + out.splitlines()[-1] if out else "", unit, unit))
+                             ": " + out.splitlines()[-1].rstrip(".") if out else "",
+                             unit, unit))
 
 
 def daemon_reload(distro: str, root: str = "/") -> List[str]:
