@@ -12,10 +12,12 @@ import logging
 import os
 import shlex
 import sys
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from certbot_wwu import __version__, presets, timer
+from certbot_wwu import __version__, presets, renewalconf, settings, timer
 from certbot_wwu.errors import WwuError
+from certbot_wwu.files import write_atomic
+from certbot_wwu.lineage import Lineage
 
 logger = logging.getLogger(__name__)
 
@@ -175,17 +177,167 @@ def cmd_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- deploy and attach: the installer's work, from a shell or a deploy hook ------
+
+CERTBOT_DIRS = (("config-dir", "/etc/letsencrypt", "certbot's configuration directory"),
+                ("work-dir", "/var/lib/letsencrypt", "certbot's working directory"),
+                ("logs-dir", "/var/log/letsencrypt", "certbot's log directory"))
+
+
+def certbot_dir_options(parser: argparse.ArgumentParser) -> None:
+    """--config-dir, --work-dir, --logs-dir with certbot's meanings and defaults."""
+    for name, default, what in CERTBOT_DIRS:
+        parser.add_argument("--" + name, default=default, metavar="DIR",
+                            help="{} (default: {})".format(what, default))
+
+
+def _installer_options(parser: argparse.ArgumentParser) -> None:
+    """The installer's options without the --wwu-acl- prefix (one definition
+    in settings.py serves both front doors)."""
+    group = parser.add_argument_group(
+        "deployment settings (as the installer's --wwu-acl-* options)")
+    for name, text in settings.OPTIONS:
+        group.add_argument("--" + name, dest="opt_" + name.replace("-", "_"),
+                           metavar=settings.METAVARS[name], help=text,
+                           type=settings.comma_list if name in settings.LIST_OPTIONS
+                           else None)
+    for name, text in settings.FLAGS:
+        group.add_argument("--" + name, dest="opt_" + name.replace("-", "_"),
+                           action="store_const", const=True, help=text)
+
+
+def _given_options(args: argparse.Namespace) -> Dict[str, Any]:
+    return {key[4:]: value for key, value in vars(args).items()
+            if key.startswith("opt_") and value is not None}
+
+
+def _lineage(args: argparse.Namespace) -> Lineage:
+    """--cert-name, or the lineage a certbot deploy hook names."""
+    if args.cert_name:
+        return Lineage(args.config_dir, args.cert_name)
+    renewed = os.environ.get("RENEWED_LINEAGE")
+    if renewed:
+        return Lineage.from_live_path(os.path.join(renewed, "cert.pem"))
+    raise UsageError("Say which certificate: give --cert-name NAME (certbot sets "
+                     "RENEWED_LINEAGE for a deploy hook).")
+
+
+def _settings_for(args: argparse.Namespace, lineage: Lineage) -> settings.Settings:
+    """Options on the command line, else the lineage's stored settings."""
+    given = _given_options(args)
+    if given:
+        return settings.Settings.from_options(given.get)
+    installer, stored = renewalconf.stored(lineage.renewal_conf)
+    if not stored:
+        raise UsageError(
+            "Certificate {} has no stored wwu-acl settings; give options such as "
+            "--user or --copy-to, or attach them with 'certbot-wwu attach'."
+            .format(lineage.name))
+    return settings.Settings.from_options(stored.get)
+
+
+def add_deploy(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "deploy", help="deploy a certificate as the wwu-acl installer does",
+        description="Grant access and/or write copies, then act on the units: "
+                    "the installer's deployment, for a shell or a deploy hook "
+                    "(--deploy-hook 'certbot-wwu deploy --user nginx --unit "
+                    "nginx'). Without options it uses the certificate's stored "
+                    "settings.")
+    parser.add_argument("--cert-name", metavar="NAME",
+                        help="the certificate (default: $RENEWED_LINEAGE, as "
+                             "certbot sets it for deploy hooks)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan: who gets which access on which "
+                             "files, which copies, which unit actions; change "
+                             "nothing")
+    _installer_options(parser)
+    certbot_dir_options(parser)
+    parser.set_defaults(func=cmd_deploy)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from certbot_wwu import deploy
+    lineage = _lineage(args)
+    if not args.dry_run:
+        deploy.secure_key(lineage)
+    chosen = _settings_for(args, lineage)
+    report = deploy.deploy(chosen, lineage, dry_run=args.dry_run)
+    for line in report.lines:
+        print(line)
+    if args.dry_run:
+        if chosen.units and chosen.action != "none":
+            print("would run systemctl {} {}".format(chosen.action, " ".join(chosen.units)))
+        return 0
+    deploy.act(chosen, lineage, report.copied)
+    for unit in chosen.units if chosen.action != "none" else ():
+        print("{} {}: active".format(chosen.action, unit))
+    return 0
+
+
+def add_attach(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "attach", help="record the wwu-acl installer for a certificate",
+        description="Record installer = wwu-acl and the settings in "
+                    "renewal/NAME.conf, so that every 'certbot renew' deploys "
+                    "(certbot's own 'reconfigure' exists only from 2.3). The "
+                    "settings are checked first; the file is replaced "
+                    "atomically, a backup NAME.conf.certbot-wwu.bak is kept, and "
+                    "every other line stays as it was.")
+    parser.add_argument("--cert-name", metavar="NAME", required=True,
+                        help="the certificate")
+    parser.add_argument("--detach", action="store_true",
+                        help="remove the installer and its settings instead")
+    _installer_options(parser)
+    certbot_dir_options(parser)
+    parser.set_defaults(func=cmd_attach)
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from certbot_wwu import deploy, grants
+    lineage = Lineage(args.config_dir, args.cert_name)
+    if not os.path.exists(lineage.renewal_conf):
+        raise UsageError("There is no certificate {} (no {}).".format(
+            args.cert_name, lineage.renewal_conf))
+    values = None
+    if not args.detach:
+        chosen = settings.Settings.from_options(_given_options(args).get)
+        grants.resolve(chosen.users, chosen.groups)
+        if chosen.copy_to:
+            deploy.copy_spec(chosen)
+        values = chosen.to_values()
+    elif _given_options(args):
+        raise UsageError("--detach takes no deployment settings.")
+    backup = lineage.renewal_conf + ".certbot-wwu.bak"
+    with open(lineage.renewal_conf) as f:
+        original = f.read()
+    if renewalconf.edit(original, values) == original:
+        print("nothing to change in {}".format(lineage.renewal_conf))
+        return 0
+    write_atomic(backup, original, os.stat(lineage.renewal_conf).st_mode & 0o777)
+    renewalconf.attach(lineage.renewal_conf, values)
+    if args.detach:
+        print("detached wwu-acl from {} (backup: {}); grants already made stay "
+              "until you remove them".format(lineage.renewal_conf, backup))
+    else:
+        print("attached wwu-acl to {} (backup: {}); the next 'certbot renew' "
+              "deploys, or run 'certbot-wwu deploy --cert-name {}' now".format(
+                  lineage.renewal_conf, backup, lineage.name))
+    return 0
+
+
 # --- the command ------------------------------------------------------------------
 
 #: registration functions, in the order of --help
-SUBCOMMANDS = [add_presets, add_env, add_setup]  # type: List[Callable[[Any], None]]
+SUBCOMMANDS = [add_presets, add_env, add_setup, add_deploy, add_attach]  # type: List[Callable[[Any], None]]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="CA presets, proxy and renewal timer for certbot with the "
-                    "wwu-acl installer.")
+        description="Deploy certbot's certificates to non-root services (the "
+                    "wwu-acl installer's work), CA presets, proxy and renewal "
+                    "timer.")
     parser.add_argument("--version", action="version",
                         version="{} {}".format(PROG, __version__))
     parser.add_argument("-v", "--verbose", action="store_true",

@@ -21,11 +21,9 @@ from certbot.plugins import common
 
 from certbot_wwu import __version__, _compat
 from certbot_wwu.errors import WwuError
-from certbot_wwu.settings import FLAGS, OPTIONS, comma_list
+from certbot_wwu.settings import FLAGS, LIST_OPTIONS, METAVARS, OPTIONS, comma_list
 
 logger = logging.getLogger(__name__)
-
-_LIST_OPTIONS = ("user", "group", "unit", "copy-formats")
 
 
 def _loud(method: Callable) -> Callable:
@@ -57,11 +55,8 @@ class Installer(common.Installer, interfaces.RenewDeployer,
     @classmethod
     def add_parser_arguments(cls, add: Callable[..., None]) -> None:
         for name, text in OPTIONS:
-            if name in _LIST_OPTIONS:
-                add(name, default=None, type=comma_list, metavar=name.upper(),
-                    help=text)
-            else:
-                add(name, default=None, help=text)
+            add(name, default=None, metavar=METAVARS[name], help=text,
+                **({"type": comma_list} if name in LIST_OPTIONS else {}))
         for name, text in FLAGS:
             add(name, action="store_true", default=False, help=text)
 

@@ -8,7 +8,7 @@ merging ``relevant_values`` would, can move a lineage to another CA).
 """
 import os
 import re
-from typing import Dict, FrozenSet, List, Optional
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from certbot_wwu.errors import LineageError, WwuError
 from certbot_wwu.files import write_atomic
@@ -96,3 +96,21 @@ def installer_units(path: str) -> FrozenSet[str]:
             units = frozenset()
         _UNITS[path] = units
     return _UNITS[path]
+
+
+def stored(path: str) -> Tuple[Optional[str], Dict[str, Any]]:
+    """The installer and our options as certbot would restore them on renew
+    (``None``/``True``/``False`` as Python values, anything else as stored)."""
+    import configobj
+    try:
+        params = configobj.ConfigObj(path, encoding="utf-8").get("renewalparams", {})
+    except (OSError, configobj.ConfigObjError) as err:
+        raise LineageError("Cannot parse the renewal configuration {}: {}.".format(
+            path, err))
+    if not os.path.exists(path):
+        raise LineageError("There is no renewal configuration {}; is the "
+                           "certificate name right?".format(path))
+    literal = {"None": None, "True": True, "False": False}
+    values = {key[len(PREFIX):]: literal.get(value, value) if isinstance(value, str)
+              else value for key, value in params.items() if key.startswith(PREFIX)}
+    return params.get("installer"), values

@@ -62,6 +62,16 @@ OPTIONS = (
                           "renewal configuration). Default: none."),
 )
 
+#: how --help shows each option's value
+METAVARS = {"user": "USER[,USER...]", "group": "GROUP[,GROUP...]",
+            "unit": "UNIT[,UNIT...]", "action": "ACTION", "timeout": "SECONDS",
+            "check": "HOST:PORT", "copy-to": "DIR", "copy-owner": "USER[:GROUP]",
+            "copy-mode": "MODE", "copy-formats": "FORMAT[,FORMAT...]",
+            "p12-password-file": "FILE"}
+
+#: options that hold comma-separated lists
+LIST_OPTIONS = ("user", "group", "unit", "copy-formats")
+
 #: on/off options (stored as True/False in the renewal configuration)
 FLAGS = (
     ("p12-empty-password", "Write the PKCS#12 bundle without a password; "

@@ -9,7 +9,7 @@ import pytest
 
 from certbot_wwu import installer
 from certbot_wwu.installer import Installer
-from certbot_wwu.settings import OPTIONS, comma_list
+from certbot_wwu.settings import METAVARS, OPTIONS, comma_list
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,7 +90,7 @@ def test_add_parser_arguments():
     for name in ("user", "group", "unit", "copy-formats"):
         assert kwargs[name]["type"] is comma_list, name
         assert kwargs[name]["default"] is None, name
-        assert kwargs[name]["metavar"] == name.upper()
+        assert kwargs[name]["metavar"] == METAVARS[name]
         assert "action" not in kwargs[name]  # no action="append" (DESIGN §3)
     for name in ("action", "timeout", "check", "copy-to", "copy-owner", "copy-mode",
                  "p12-password-file"):
