@@ -13,4 +13,7 @@ version = release
 extensions = []
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
-man_pages = []
+man_pages = [
+    ("man/certbot-wwu", "certbot-wwu",
+     "deploy certbot certificates to non-root services", [author], 1),
+]
