@@ -272,6 +272,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     deploy.act(chosen, lineage, report.copied)
     for unit in chosen.units if chosen.action != "none" else ():
         print("{} {}: active".format(chosen.action, unit))
+    if chosen.push_to:
+        from certbot_wwu import cluster
+        cluster.push_lineage(lineage, chosen.push_to)
     return 0
 
 

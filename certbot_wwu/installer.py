@@ -44,6 +44,13 @@ def _loud(method: Callable) -> Callable:
     return wrapper
 
 
+def _push(settings: Any, lineage: Any) -> None:
+    """--wwu-acl-push-to: peers get the lineage and deploy it themselves."""
+    if settings.push_to:
+        from certbot_wwu import cluster
+        cluster.push_lineage(lineage, settings.push_to)
+
+
 class Installer(common.Installer, interfaces.RenewDeployer,
                 interfaces.GenericUpdater):
     """Let a non-root service read the certificate, then reload its unit."""
@@ -124,6 +131,8 @@ class Installer(common.Installer, interfaces.RenewDeployer,
                 batch.RUN.add(settings, lineage, copied)
         lineages = [lineage for _, lineage, _ in self._deployed.values()]
         self._act(lineages[-1] if lineages else None)
+        for settings, lineage, _ in self._deployed.values():
+            _push(settings, lineage)
 
     @_loud
     def renew_deploy(self, lineage: Any, *args: Any, **kwargs: Any) -> None:
@@ -144,6 +153,7 @@ class Installer(common.Installer, interfaces.RenewDeployer,
         if deploy.needs_action(target) and not batch.RUN.has(target):
             batch.RUN.add(settings, target)
         self._act(target)
+        _push(settings, target)
 
     def _act(self, current: Any) -> None:
         """Act on pending units, except those a later lineage of this

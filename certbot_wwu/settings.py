@@ -60,6 +60,9 @@ OPTIONS = (
     ("p12-password-file", "File holding the PKCS#12 password, read at every "
                           "deployment (the password is never stored in the "
                           "renewal configuration). Default: none."),
+    ("push-to", "Comma-separated cluster peers (names from the [cluster] "
+                "configuration or HOST) to push the certificate to after every "
+                "deployment, where each peer deploys it itself. Default: none."),
 )
 
 #: how --help shows each option's value
@@ -67,10 +70,11 @@ METAVARS = {"user": "USER[,USER...]", "group": "GROUP[,GROUP...]",
             "unit": "UNIT[,UNIT...]", "action": "ACTION", "timeout": "SECONDS",
             "check": "HOST:PORT", "copy-to": "DIR", "copy-owner": "USER[:GROUP]",
             "copy-mode": "MODE", "copy-formats": "FORMAT[,FORMAT...]",
-            "p12-password-file": "FILE"}
+            "p12-password-file": "FILE", "push-to": "PEER[,PEER...]"}
 
 #: options that hold comma-separated lists
-LIST_OPTIONS = ("user", "group", "unit", "copy-formats")
+LIST_OPTIONS = ("user", "group", "unit", "copy-formats", "push-to")
+_PEER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@\[\]-]*\Z")
 
 #: on/off options (stored as True/False in the renewal configuration)
 FLAGS = (
@@ -245,7 +249,8 @@ class Settings(object):
                  copy_owner: Tuple[str, str] = ("root", ""),
                  copy_mode: Optional[int] = None,
                  copy_formats: Tuple[str, ...] = ("pem",),
-                 p12_password_file: str = "", p12_empty_password: bool = False) -> None:
+                 p12_password_file: str = "", p12_empty_password: bool = False,
+                 push_to: Iterable[str] = ()) -> None:
         self.users = tuple(users)
         self.groups = tuple(groups)
         self.units = tuple(units)
@@ -259,6 +264,7 @@ class Settings(object):
         self.copy_formats = tuple(copy_formats)
         self.p12_password_file = p12_password_file
         self.p12_empty_password = p12_empty_password
+        self.push_to = tuple(push_to)
 
     @classmethod
     def from_options(cls, get: Callable[[str], Any]) -> "Settings":
@@ -279,17 +285,21 @@ class Settings(object):
             raise SettingsError("The PKCS#12 password file {!r} must be an "
                                 "absolute path.".format(password_file))
         empty = flag(get("p12_empty_password"), "--wwu-acl-p12-empty-password")
+        peers = _unique(split_list(get("push_to"), "Peer"))
+        for peer in peers:
+            if not _PEER.match(peer):
+                raise SettingsError("Peer {!r} is not a host or peer name.".format(peer))
         if "pkcs12" in formats and not (password_file or empty):
             raise SettingsError(
                 "The pkcs12 format needs --wwu-acl-p12-password-file FILE (or "
                 "--wwu-acl-p12-empty-password for a bundle without one).")
-        if not users and not groups and not target:
+        if not users and not groups and not target and not peers:
             raise SettingsError(
                 "Nobody to grant access to: give --wwu-acl-user or "
                 "--wwu-acl-group (a comma-separated list of names), or "
                 "--wwu-acl-copy-to DIR.")
         return cls(users, groups, units, action, timeout, check, target, owner,
-                   mode, formats, password_file, empty)
+                   mode, formats, password_file, empty, peers)
 
     def to_values(self) -> Dict[str, str]:
         """Option name -> string, as stored in a renewal conf."""
@@ -299,6 +309,7 @@ class Settings(object):
             "unit": ",".join(self.units),
             "action": self.action,
             "timeout": str(self.timeout) if self.timeout != DEFAULT_TIMEOUT else "",
+            "push_to": ",".join(self.push_to),
             "check": "{}:{}".format(
                 "[{}]".format(self.check[0]) if ":" in self.check[0] else self.check[0],
                 self.check[1]) if self.check else "",

@@ -83,11 +83,11 @@ def test_add_parser_arguments():
     assert [name for name, _ in calls] == [
         "user", "group", "unit", "action", "timeout", "check", "copy-to",
         "copy-owner", "copy-mode", "copy-formats", "p12-password-file",
-        "p12-empty-password"]
+        "push-to", "p12-empty-password"]
     assert [name for name, _ in calls][:len(OPTIONS)] == [name for name, _ in OPTIONS]
     kwargs = dict(calls)
     assert kwargs["p12-empty-password"]["action"] == "store_true"
-    for name in ("user", "group", "unit", "copy-formats"):
+    for name in ("user", "group", "unit", "copy-formats", "push-to"):
         assert kwargs[name]["type"] is comma_list, name
         assert kwargs[name]["default"] is None, name
         assert kwargs[name]["metavar"] == METAVARS[name]
