@@ -136,8 +136,17 @@ def _owner(uid: int) -> str:
 
 
 def _os_error(what: str, path: str, err: OSError) -> CopyError:
-    return CopyError("Cannot {} {}: {}; check that the directory exists and "
-                     "is writable by root.".format(what, path, err.strerror or err))
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        remedy = "the disk is full; free some space (the previous copies stay in use)"
+    elif err.errno == errno.EROFS:
+        remedy = "the filesystem is mounted read-only"
+    elif err.errno in (errno.EACCES, errno.EPERM):
+        remedy = ("permission denied even for root; check for an immutable "
+                  "attribute (lsattr) or a security policy")
+    else:
+        remedy = "{}; check that the directory exists and is writable by root".format(
+            err.strerror or err)
+    return CopyError("Cannot {} {}: {}.".format(what, path, remedy))
 
 
 def check_destination(dest: str, uid: int) -> None:
@@ -419,9 +428,14 @@ def _open_versions(dest: str, spec: Optional[CopySpec]) -> int:
         os.close(fd)
         raise CopyError("{} is not root's own directory; remove it, certbot-wwu "
                         "keeps its versions there.".format(path))
-    if spec is not None:
-        os.fchown(fd, 0, spec.group)
-        os.fchmod(fd, spec.dir_mode)
+    if spec is not None and (st.st_gid != spec.group
+                             or stat.S_IMODE(st.st_mode) != spec.dir_mode):
+        try:
+            os.fchown(fd, 0, spec.group)
+            os.fchmod(fd, spec.dir_mode)
+        except OSError as err:
+            os.close(fd)
+            raise _os_error("set the owner of", path, err)
     return fd
 
 

@@ -71,7 +71,8 @@ def _fs_error(path: str, err: OSError) -> GrantError:
     if err.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
         return GrantError(
             "The filesystem holding {} does not support POSIX ACLs; mount it "
-            "with ACL support (option 'acl') or deploy copies instead.".format(path))
+            "with ACL support (option 'acl') or deploy copies instead "
+            "(--wwu-acl-copy-to DIR).".format(path))
     if err.errno == errno.EROFS:
         return GrantError("Cannot set ACLs on {}: the filesystem is mounted "
                           "read-only.".format(path))

@@ -105,8 +105,8 @@ def stored(path: str) -> Tuple[Optional[str], Dict[str, Any]]:
     try:
         params = configobj.ConfigObj(path, encoding="utf-8").get("renewalparams", {})
     except (OSError, configobj.ConfigObjError) as err:
-        raise LineageError("Cannot parse the renewal configuration {}: {}.".format(
-            path, err))
+        raise LineageError("Cannot parse the renewal configuration {}: {}".format(
+            path, " ".join(str(err).split()).rstrip(".") + "."))
     if not os.path.exists(path):
         raise LineageError("There is no renewal configuration {}; is the "
                            "certificate name right?".format(path))
