@@ -332,7 +332,13 @@ def cmd_attach(args: argparse.Namespace) -> int:
 # --- the command ------------------------------------------------------------------
 
 #: registration functions, in the order of --help
-SUBCOMMANDS = [add_presets, add_env, add_setup, add_deploy, add_attach]  # type: List[Callable[[Any], None]]
+def add_register(subparsers: Any) -> None:
+    from certbot_wwu import register
+    register.add_register(subparsers)
+
+
+SUBCOMMANDS = [add_presets, add_env, add_setup, add_register, add_deploy,
+               add_attach]  # type: List[Callable[[Any], None]]
 
 
 def build_parser() -> argparse.ArgumentParser:

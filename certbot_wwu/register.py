@@ -8,9 +8,11 @@ from a file, from standard input (``-``) or from a hidden prompt, and reaches
 certbot through a certbot config file (``--config FILE`` with one line
 ``eab-hmac-key = ...``): created 0600 in a private 0700 directory (on the
 memory-backed /dev/shm where there is one) and deleted when certbot has
-exited, whatever happened. certbot 1.22 and 5.x read the key from there and
-log neither its argv's config values nor the key; the key never appears in any
-process's argv or environment, nor in certbot's account files.
+exited, whatever happened (SIGTERM and SIGHUP included). certbot 1.22 and
+5.8 take the key from there; their debug log records their argv, which names
+only the file, not its values. So the key appears in no process's argv or
+environment, in no log and in none of certbot's account files (checked
+against Pebble in tests/e2e/test_register.py).
 
 Before certbot runs, everything is checked (preset, server URL, e-mail, key)
 and nothing is written. An account that certbot already has for the server
@@ -26,6 +28,7 @@ id and a wrong HMAC key (Pebble's wording); other certbot errors are passed on
 as one line.
 """
 import argparse
+import contextlib
 import getpass
 import logging
 import os
@@ -36,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import urlparse
 
 from certbot_wwu import presets
@@ -65,7 +68,6 @@ _WARNING_LINE = re.compile(r"^\S+\.py:\d+: \w*Warning: ")
 _LOGFILE = re.compile(r"See the logfile (\S+?)(?: or |\s|$)")
 _NOISE = ("Saving debug log to ", "Ask for help or search for solutions",
           "An unexpected error occurred:", "IMPORTANT NOTES:")
-_KEY_SOURCES = ("file", "stdin", "prompt")
 
 
 class RegisterError(WwuError):
@@ -180,6 +182,9 @@ def prepare(args: argparse.Namespace,
     config_dir = os.path.abspath(args.config_dir or certbot_config_dir())
     certbot = find_certbot(args.certbot)
     env = certbot_environment(preset)
+    existing = existing_accounts(config_dir, server)
+    if existing and not args.force:  # before anyone types the key
+        raise RegisterError(_existing_sentence(server, config_dir, existing))
     hmac_key = None  # type: Optional[str]
     if kid is not None:
         hmac_key = read_hmac_key(args.eab_hmac_key_file,
@@ -191,9 +196,6 @@ def prepare(args: argparse.Namespace,
     elif args.eab_hmac_key_file is not None:
         raise RegisterError("An HMAC key without its key id is of no use; add "
                             "--eab-kid KID from the portal.")
-    existing = existing_accounts(config_dir, server)
-    if existing and not args.force:
-        raise RegisterError(_existing_sentence(server, config_dir, existing))
     return Request(server, kid, hmac_key, email, config_dir,
                    _abs(args.work_dir), _abs(args.logs_dir), certbot, env, existing)
 
@@ -456,19 +458,31 @@ def certbot_argv(request: Request, config_file: Optional[str],
     return argv
 
 
-class _Terminated(BaseException):
-    pass
+#: signals that would otherwise end certbot-wwu without deleting the key file
+_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Terminated()
+def _on_signal(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, so ``finally`` runs."""
+    previous = {}  # type: Dict[int, Any]
+    if threading.current_thread() is threading.main_thread():
+        for signum in _SIGNALS:
+            previous[signum] = signal.signal(signum, _on_signal)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def _run(argv: List[str], env: Dict[str, str]) -> Tuple[int, str]:
     """Run certbot; its exit status and its output (stdout + stderr)."""
     logger.info("Running %s", " ".join(argv))
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
     proc = None  # type: Optional[subprocess.Popen]
     try:
         try:
@@ -481,23 +495,23 @@ def _run(argv: List[str], env: Dict[str, str]) -> Tuple[int, str]:
         out, err_bytes = proc.communicate()
         # bytes: Python 3.6 in the C locale could not decode non-ASCII text
         return proc.returncode, (out + err_bytes).decode("utf-8", "replace")
-    except _Terminated:
-        raise KeyboardInterrupt()
     finally:
-        if proc is not None and proc.poll() is None:
+        if proc is not None and proc.poll() is None:  # interrupted
             proc.terminate()
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if main:
-            signal.signal(signal.SIGTERM,
-                          signal.SIG_DFL if previous is None else previous)
 
 
 def run_registration(request: Request) -> Tuple[List[str], bool]:
     """Register; the new account ids and whether they were moved in (--force)."""
+    with _signals_interrupt():
+        return _register(request)
+
+
+def _register(request: Request) -> Tuple[List[str], bool]:
     secret_dir = None  # type: Optional[str]
     workspace = None  # type: Optional[str]
     try:

@@ -289,6 +289,14 @@ class Settings(object):
         for peer in peers:
             if not _PEER.match(peer):
                 raise SettingsError("Peer {!r} is not a host or peer name.".format(peer))
+        if not target:
+            stray = [name for name in ("copy_owner", "copy_mode", "copy_formats",
+                                       "p12_password_file", "p12_empty_password")
+                     if get(name) not in (None, "", False)]
+            if stray:
+                raise SettingsError("--wwu-acl-{} only applies to copies; add "
+                                    "--wwu-acl-copy-to DIR or drop it.".format(
+                                        stray[0].replace("_", "-")))
         if "pkcs12" in formats and not (password_file or empty):
             raise SettingsError(
                 "The pkcs12 format needs --wwu-acl-p12-password-file FILE (or "

@@ -1,0 +1,696 @@
+"""certbot_wwu.register: options, the HMAC key's way to certbot, existing
+accounts, certbot's errors as sentences. certbot itself is a fake here; the
+real one against Pebble is in tests/e2e/test_register.py."""
+import argparse
+import io
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from certbot_wwu import cli, presets, register
+from certbot_wwu.register import RegisterError
+
+HARICA_URL = ("https://acme-v02.harica.gr/acme/"
+              "962d61f0-7815-46cc-9c42-8e8aa25443d1/directory")
+SERVER = "https://acme.example.org:14000/dir"
+KEY = "zR4Vd-0d2pP1_8rHKq3vGm5nYbXcTe7uWiLoAsDfGhJkLmNoPqRsTuVwXyZa1b2c"
+KID = "kid-0123456789abcdef"
+PROXY = "http://wwwproxy.uni-muenster.de:3128"
+
+
+@pytest.fixture(autouse=True)
+def no_site_presets(monkeypatch, tmp_path):
+    monkeypatch.delenv(presets.DIR_ENV, raising=False)
+    monkeypatch.setattr(presets, "DEFAULT_DIR", str(tmp_path / "absent"))
+    for key in presets.ENV_KEYS:
+        monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture
+def wired(monkeypatch):
+    """cli.main with the register subcommand, however cli.py is wired."""
+    if register.add_register not in cli.SUBCOMMANDS:
+        monkeypatch.setattr(cli, "SUBCOMMANDS",
+                            cli.SUBCOMMANDS + [register.add_register])
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser(prog="certbot-wwu")
+    subparsers = parser.add_subparsers(dest="command")
+    register.add_register(subparsers)
+    return parser.parse_args(["register"] + list(argv))
+
+
+def key_file(tmp_path, text=KEY + "\n", name="hmac.txt"):
+    path = tmp_path / name
+    path.write_text(text)
+    os.chmod(str(path), 0o600)
+    return str(path)
+
+
+def one_sentence(message):
+    return ("\n" not in message and message.endswith(".")
+            and "Traceback" not in message and KEY not in message)
+
+
+FAKE_CERTBOT = textwrap.dedent("""\
+    #!{python}
+    import json, os, sys
+    from urllib.parse import urlparse
+    args = sys.argv[1:]
+    def opt(name):
+        return args[args.index(name) + 1] if name in args else None
+    record = {{"argv": args, "pid": os.getpid(),
+              "env": {{k: v for k, v in os.environ.items() if "proxy" in k.lower()}}}}
+    config = opt("--config")
+    if config:
+        record["mode"] = os.stat(config).st_mode & 0o777
+        record["dir_mode"] = os.stat(os.path.dirname(config)).st_mode & 0o777
+        with open(config) as f:
+            record["config"] = f.read()
+    with open(os.environ["FAKE_RECORD"], "w") as f:
+        json.dump(record, f)
+    if os.environ.get("FAKE_SLEEP"):
+        import time
+        time.sleep(float(os.environ["FAKE_SLEEP"]))
+    if os.environ.get("FAKE_FAIL"):
+        sys.stderr.write(os.environ["FAKE_FAIL"])
+        sys.exit(1)
+    url = urlparse(opt("--server"))
+    account = os.path.join(opt("--config-dir"), "accounts", url.netloc + url.path,
+                           os.environ.get("FAKE_ID", "0123abcd"))
+    os.makedirs(account)
+    for name in ("meta.json", "regr.json", "private_key.json"):
+        with open(os.path.join(account, name), "w") as f:
+            f.write("{{}}")
+    print("Account registered.")
+    """)
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    """A certbot that records argv, the config file and its mode, then
+    registers (or fails with $FAKE_FAIL)."""
+    path = tmp_path / "bin" / "certbot"
+    path.parent.mkdir()
+    path.write_text(FAKE_CERTBOT.format(python=sys.executable))
+    path.chmod(0o755)
+    record = tmp_path / "record.json"
+    monkeypatch.setenv("FAKE_RECORD", str(record))
+
+    class Fake(object):
+        certbot = str(path)
+        config_dir = str(tmp_path / "etc")
+
+        @staticmethod
+        def record():
+            with open(str(record)) as f:
+                return json.load(f)
+
+        def argv(self, *extra):
+            return ["register", "--server", SERVER, "--eab-kid", KID,
+                    "--eab-hmac-key-file", key_file(tmp_path), "--email",
+                    "admin@example.org", "--certbot", self.certbot,
+                    "--config-dir", self.config_dir] + list(extra)
+    return Fake()
+
+
+@pytest.fixture
+def shm(monkeypatch, tmp_path):
+    """Private temp dirs under tmp_path, to see that they are removed."""
+    base = tmp_path / "shm"
+    base.mkdir()
+    real = register.tempfile.mkdtemp
+
+    def mkdtemp(prefix="tmp", dir=None):
+        return real(prefix=prefix, dir=str(base) if dir in (None, "/dev/shm") else dir)
+    monkeypatch.setattr(register.tempfile, "mkdtemp", mkdtemp)
+    return base
+
+
+# --- the command line -------------------------------------------------------------
+
+def test_help(capsys, wired):
+    code, out, _ = run(capsys, "register", "--help")
+    assert code == 0 and out.startswith("usage: certbot-wwu register")
+    for option in ("--eab-kid", "--eab-hmac-key-file", "--email", "--force",
+                   "--preset", "--server", "--certbot"):
+        assert option in out
+    assert "--eab-hmac-key " not in out and "--eab-hmac-key KEY" not in out
+
+
+def test_parser_defaults():
+    args = parse("--server", SERVER, "--eab-kid", KID)
+    assert args.func is register.cmd_register
+    assert args.eab_hmac_key_file is None and not args.force
+    assert args.eab_hmac_key_argv is None
+
+
+@pytest.mark.parametrize("argv", [["--eab-hmac-key", KEY], ["--eab-hmac-key=" + KEY]])
+def test_key_on_the_command_line_is_refused_without_repeating_it(
+        capsys, wired, tmp_path, argv):
+    etc = tmp_path / "etc"
+    code, out, err = run(capsys, "register", "--server", SERVER, "--eab-kid", KID,
+                         "--email", "a@example.org", "--config-dir", str(etc), *argv)
+    assert code == 1 and out == ""
+    assert err.startswith("certbot-wwu: certbot-wwu does not take the HMAC key")
+    assert one_sentence(err.rstrip("\n")[len("certbot-wwu: "):])
+    assert not etc.exists()
+
+
+def test_key_option_is_not_an_abbreviation_of_the_file_option():
+    args = parse("--server", SERVER, "--eab-hmac-key", KEY)
+    assert args.eab_hmac_key_file is None and args.eab_hmac_key_argv == KEY
+
+
+BAD_INPUT = [
+    (["--preset", "nope"], "Unknown preset 'nope'"),
+    (["--preset", "harica", "--server", "https://acme-v02.harica.gr/acme/x/directory"],
+     "is not a harica ACME directory URL"),
+    (["--preset", "harica"], "Preset harica needs the ACME directory URL"),
+    (["--preset", "harica", "--server", HARICA_URL, "--eab-kid", KID],
+     "Preset harica requires an e-mail address"),
+    (["--preset", "sectigo-ov", "--email", "a@example.org"],
+     "Preset sectigo-ov needs External Account Binding"),
+    (["--preset", "sectigo-ov", "--server", "https://acme.sectigo.com/v2/EV",
+      "--eab-kid", KID], "always uses https://acme.sectigo.com/v2/OV"),
+    (["--eab-kid", KID], "Say which CA to register with"),
+    (["--server", "http://acme.example.org/dir", "--eab-kid", KID],
+     "is not an https:// URL"),
+    (["--server", SERVER, "--eab-kid", "", "--email", "a@example.org"],
+     "The key id given with --eab-kid is empty"),
+    (["--server", SERVER, "--eab-kid", "a b"], "contains spaces"),
+    (["--server", SERVER, "--eab-kid", KID, "--email", "admin"],
+     "'admin' is not an e-mail address"),
+    (["--server", SERVER, "--eab-kid", KID, "--email", "a@example.org,b"],
+     "'b' is not an e-mail address"),
+    (["--server", SERVER, "--eab-kid", KID, "--email", "a@example.org",
+      "--certbot", "/nonexistent/certbot"], "is not an executable certbot"),
+]
+
+
+@pytest.mark.parametrize("argv, fragment", BAD_INPUT)
+def test_bad_input_is_one_sentence_and_writes_nothing(capsys, wired, tmp_path, fake,
+                                                       argv, fragment):
+    etc = tmp_path / "etc"
+    if "--certbot" not in argv:
+        argv = argv + ["--certbot", fake.certbot]
+    code, out, err = run(capsys, "register", "--config-dir", str(etc), *argv)
+    assert code == 1 and out == "", err
+    assert err.startswith("certbot-wwu: ") and err.count("\n") == 1
+    assert fragment in err
+    assert one_sentence(err.rstrip("\n"))
+    assert not etc.exists()
+    assert not (tmp_path / "record.json").exists()  # certbot never ran
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("", "is empty"),
+    ("  \n\n", "is empty"),
+    (KEY + "\n" + KEY + "\n", "has more than one line"),
+    ("eab-hmac-key = " + KEY, "contains characters other than"),
+    (KEY + "\nconfig-dir = /tmp/evil", "has more than one line"),
+    (KEY[:10] + "#" + KEY[10:], "contains characters other than"),
+    ("A" * 5000, "is far too long"),
+])
+def test_bad_key_files(capsys, wired, tmp_path, fake, text, fragment):
+    etc = tmp_path / "etc"
+    code, out, err = run(capsys, "register", "--server", SERVER, "--eab-kid", KID,
+                         "--eab-hmac-key-file", key_file(tmp_path, text),
+                         "--certbot", fake.certbot, "--config-dir", str(etc))
+    assert code == 1 and fragment in err, err
+    assert one_sentence(err.rstrip("\n")) and KEY[:20] not in err
+    assert not etc.exists()
+
+
+def test_unreadable_key_file(capsys, wired, tmp_path, fake):
+    etc = tmp_path / "etc"
+    missing = str(tmp_path / "missing.txt")
+    code, _, err = run(capsys, "register", "--server", SERVER, "--eab-kid", KID,
+                       "--eab-hmac-key-file", missing, "--certbot", fake.certbot,
+                       "--config-dir", str(etc))
+    assert code == 1
+    assert "Cannot read the HMAC key file {}: No such file or directory".format(
+        missing) in err
+    code, _, err = run(capsys, "register", "--server", SERVER, "--eab-kid", KID,
+                       "--eab-hmac-key-file", str(tmp_path), "--certbot", fake.certbot,
+                       "--config-dir", str(etc))
+    assert code == 1 and "Cannot read the HMAC key file" in err
+    assert not etc.exists()
+
+
+def test_binary_key_file(capsys, wired, tmp_path, fake):
+    path = tmp_path / "hmac.bin"
+    path.write_bytes(b"\xff\xfe" + KEY.encode())
+    code, _, err = run(capsys, "register", "--server", SERVER, "--eab-kid", KID,
+                       "--eab-hmac-key-file", str(path), "--certbot", fake.certbot,
+                       "--config-dir", str(tmp_path / "etc"))
+    assert code == 1 and "is not plain text" in err
+
+
+def test_key_equal_to_kid(tmp_path, fake):
+    args = parse("--server", SERVER, "--eab-kid", KEY, "--eab-hmac-key-file",
+                 key_file(tmp_path), "--certbot", fake.certbot)
+    with pytest.raises(RegisterError, match="same as the key id"):
+        register.prepare(args)
+
+
+def test_key_file_without_kid(tmp_path, fake):
+    args = parse("--server", SERVER, "--eab-hmac-key-file", key_file(tmp_path),
+                 "--certbot", fake.certbot)
+    with pytest.raises(RegisterError, match="without its key id"):
+        register.prepare(args)
+
+
+# --- where the key comes from -----------------------------------------------------
+
+class Stdin(io.StringIO):
+    def __init__(self, text, tty=False):
+        io.StringIO.__init__(self, text)
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+def test_key_from_file_strips_the_newline(tmp_path):
+    assert register.read_hmac_key(key_file(tmp_path, "  " + KEY + "\r\n"),
+                                  Stdin("")) == KEY
+
+
+def test_key_from_standard_input():
+    assert register.read_hmac_key("-", Stdin(KEY + "\n")) == KEY
+
+
+def test_empty_standard_input():
+    with pytest.raises(RegisterError, match="from standard input is empty"):
+        register.read_hmac_key("-", Stdin(""))
+
+
+def test_key_from_the_prompt(monkeypatch):
+    prompts = []
+
+    def getpass(prompt="Password: ", stream=None):
+        prompts.append(prompt)
+        return KEY
+    monkeypatch.setattr(register.getpass, "getpass", getpass)
+    assert register.read_hmac_key(None, Stdin("", tty=True)) == KEY
+    assert register.read_hmac_key("-", Stdin("", tty=True)) == KEY
+    assert prompts == ["EAB HMAC key (not shown): "] * 2
+
+
+def test_no_prompt_without_a_terminal(monkeypatch):
+    monkeypatch.setattr(register.getpass, "getpass", pytest.fail)
+    with pytest.raises(RegisterError, match="asked for only on a terminal"):
+        register.read_hmac_key(None, Stdin(KEY))
+
+
+def test_prepare_reads_stdin(fake):
+    args = parse("--server", SERVER, "--eab-kid", KID, "--eab-hmac-key-file", "-",
+                 "--certbot", fake.certbot, "--config-dir", fake.config_dir)
+    request = register.prepare(args, stdin=Stdin(KEY + "\n"))
+    assert request.hmac_key == KEY and request.kid == KID
+    assert request.email is None and request.existing == []
+    assert KEY not in repr(request)
+
+
+def test_no_kid_no_key_for_a_ca_without_eab(fake):
+    args = parse("--preset", "letsencrypt-staging", "--certbot", fake.certbot,
+                 "--config-dir", fake.config_dir)
+    request = register.prepare(args, stdin=Stdin(""))
+    assert request.kid is None and request.hmac_key is None
+    argv = register.certbot_argv(request, None, fake.config_dir)
+    assert "--eab-kid" not in argv and "--config" not in argv
+    assert "--register-unsafely-without-email" in argv
+
+
+# --- certbot's command line and environment --------------------------------------
+
+def test_certbot_argv_has_no_key(fake, tmp_path):
+    args = parse("--server", SERVER, "--eab-kid", KID, "--eab-hmac-key-file",
+                 key_file(tmp_path), "--email", "a@example.org, b@example.org",
+                 "--certbot", fake.certbot, "--config-dir", "etc", "--work-dir",
+                 "work", "--logs-dir", "logs")
+    request = register.prepare(args)
+    argv = register.certbot_argv(request, "/dev/shm/x/eab.ini", request.config_dir)
+    assert KEY not in " ".join(argv)
+    assert argv[:2] == [fake.certbot, "register"]
+    for pair in (("--server", SERVER), ("--eab-kid", KID),
+                 ("--email", "a@example.org,b@example.org"),
+                 ("--config", "/dev/shm/x/eab.ini"),
+                 ("--config-dir", os.path.abspath("etc")),
+                 ("--work-dir", os.path.abspath("work")),
+                 ("--logs-dir", os.path.abspath("logs"))):
+        assert argv[argv.index(pair[0]) + 1] == pair[1]
+    for flag in ("--agree-tos", "--no-eff-email", "--non-interactive"):
+        assert flag in argv
+
+
+def test_key_config_file(tmp_path):
+    previous = os.umask(0)
+    try:
+        path = register.write_key_config(str(tmp_path), KEY)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with open(path) as f:
+        lines = [line for line in f.read().splitlines() if not line.startswith("#")]
+    assert lines == ["eab-hmac-key = " + KEY]
+    with pytest.raises(OSError):
+        register.write_key_config(str(tmp_path), KEY)  # O_EXCL
+
+
+def test_secret_dir_is_private():
+    path = register._secret_dir()
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+        if os.path.isdir("/dev/shm"):
+            assert path.startswith("/dev/shm/")
+    finally:
+        os.rmdir(path)
+
+
+def test_proxy_from_the_preset():
+    preset = presets.get_preset("wwu")
+    env = register.certbot_environment(preset, {"PATH": "/bin"})
+    assert env["https_proxy"] == env["HTTPS_PROXY"] == PROXY
+    assert "uni-muenster.de" in env["no_proxy"] and env["PATH"] == "/bin"
+
+
+def test_callers_proxy_wins():
+    preset = presets.get_preset("wwu")
+    env = register.certbot_environment(preset, {"https_proxy": "http://other:8080"})
+    assert env == {"https_proxy": "http://other:8080"}
+
+
+def test_no_proxy_without_one_in_the_preset():
+    env = register.certbot_environment(presets.get_preset("harica"), {"PATH": "/bin"})
+    assert env == {"PATH": "/bin"}
+
+
+def test_config_dir_from_cli_ini(monkeypatch, tmp_path):
+    ini = tmp_path / "cli.ini"
+    ini.write_text("# comment\nconfig-dir = /srv/le\nemail = a@example.org\n")
+    monkeypatch.setattr(register, "CERTBOT_CLI_INI", str(ini))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert register.certbot_config_dir() == "/srv/le"
+    user = tmp_path / "xdg" / "letsencrypt"
+    user.mkdir(parents=True)
+    (user / "cli.ini").write_text("config-dir=/home/x/le\n")
+    assert register.certbot_config_dir() == "/home/x/le"
+    monkeypatch.setattr(register, "CERTBOT_CLI_INI", str(tmp_path / "absent"))
+    (user / "cli.ini").write_text("")
+    assert register.certbot_config_dir() == "/etc/letsencrypt"
+
+
+# --- existing accounts ------------------------------------------------------------
+
+def make_account(config_dir, server, account_id):
+    path = os.path.join(register.accounts_dir(config_dir, server), account_id)
+    os.makedirs(path)
+    for name in ("meta.json", "regr.json", "private_key.json"):
+        with open(os.path.join(path, name), "w") as f:
+            f.write("{}")
+    return path
+
+
+@pytest.mark.parametrize("server, path", [
+    ("https://127.0.0.1:14000/dir", "127.0.0.1:14000/dir"),
+    ("https://acme.sectigo.com/v2/OV", "acme.sectigo.com/v2/OV"),
+    (HARICA_URL, HARICA_URL[len("https://"):]),
+])
+def test_server_path_as_certbot_lays_it_out(server, path):
+    assert register.server_path(server) == path
+
+
+def test_existing_accounts(tmp_path):
+    etc = str(tmp_path)
+    assert register.existing_accounts(etc, SERVER) == []
+    make_account(etc, SERVER, "bbb")
+    make_account(etc, SERVER, "aaa")
+    os.makedirs(os.path.join(register.accounts_dir(etc, SERVER), "empty"))
+    make_account(etc, "https://acme.example.org:14000/other", "ccc")
+    assert register.existing_accounts(etc, SERVER) == ["aaa", "bbb"]
+
+
+def test_lets_encrypt_v01_accounts_count(tmp_path):
+    etc = str(tmp_path)
+    make_account(etc, "https://acme-v01.api.letsencrypt.org/directory", "old")
+    assert register.existing_accounts(
+        etc, "https://acme-v02.api.letsencrypt.org/directory") == ["old"]
+
+
+def test_existing_account_stops_before_certbot(capsys, wired, fake, tmp_path):
+    make_account(fake.config_dir, SERVER, "0ld")
+    code, out, err = run(capsys, *fake.argv())
+    assert code == 1 and out == ""
+    assert "certbot already has an account for {}".format(SERVER) in err
+    assert "would reuse it silently" in err and "work only once" in err
+    assert "--force" in err and "0ld" in err
+    assert one_sentence(err.rstrip("\n"))
+    assert not (tmp_path / "record.json").exists()
+
+
+# --- running (a fake) certbot -----------------------------------------------------
+
+def test_register_passes_the_key_in_a_private_config_file(capsys, wired, fake, shm):
+    code, out, err = run(capsys, *fake.argv())
+    assert code == 0, err
+    record = fake.record()
+    assert KEY not in " ".join(record["argv"])
+    assert record["mode"] == 0o600 and record["dir_mode"] == 0o700
+    assert "eab-hmac-key = {}\n".format(KEY) in record["config"]
+    config_file = record["argv"][record["argv"].index("--config") + 1]
+    assert config_file.startswith(str(shm))
+    assert not os.path.exists(config_file) and os.listdir(str(shm)) == []
+    assert record["env"] == {}
+    assert out.startswith("Registered account 0123abcd for {} in {}.\n".format(
+        SERVER, os.path.join(register.accounts_dir(fake.config_dir, SERVER),
+                             "0123abcd")))
+    assert "key id {} are now used up".format(KID) in out
+    assert KEY not in out + err
+
+
+def test_failure_removes_the_config_file_and_translates(capsys, wired, fake, shm,
+                                                       monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL", PEBBLE_58_UNKNOWN_KID)
+    code, out, err = run(capsys, *fake.argv())
+    assert code == 1 and out == ""
+    assert err == "certbot-wwu: {}\n".format(register.explain_failure(
+        PEBBLE_58_UNKNOWN_KID, KID))
+    assert "does not know the EAB key id {}".format(KID) in err
+    assert os.listdir(str(shm)) == []
+
+
+def test_certbot_output_never_repeats_the_key(capsys, wired, fake, shm, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL", "Something odd about " + KEY + "\n")
+    code, _, err = run(capsys, *fake.argv())
+    assert code == 1 and KEY not in err
+    assert "certbot could not register: Something odd about ***." in err
+
+
+def test_interrupt_removes_the_config_file(capsys, wired, fake, shm, monkeypatch):
+    def interrupted(argv, env):
+        config = argv[argv.index("--config") + 1]
+        assert os.path.exists(config)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(register, "_run", interrupted)
+    code, _, err = run(capsys, *fake.argv())
+    assert code == 130 and "interrupted" in err
+    assert os.listdir(str(shm)) == []
+
+
+DRIVER = textwrap.dedent("""\
+    import sys
+    from certbot_wwu import cli, register
+    if register.add_register not in cli.SUBCOMMANDS:
+        cli.SUBCOMMANDS.append(register.add_register)
+    sys.exit(cli.main())
+    """)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_removes_the_config_file_and_stops_certbot(fake, tmp_path, signum):
+    record = tmp_path / "record.json"
+    env = dict(os.environ, PYTHONPATH=REPO, FAKE_SLEEP="30")
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER] + fake.argv(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True, env=env)
+    deadline = time.time() + 30
+    while not record.exists() or not record.stat().st_size:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.02)
+    time.sleep(0.1)
+    argv = fake.record()["argv"]
+    config = argv[argv.index("--config") + 1]
+    assert os.path.exists(config)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err == "certbot-wwu: interrupted\n"
+    assert not os.path.exists(os.path.dirname(config))
+    assert not os.path.exists("/proc/{}".format(fake.record()["pid"]))  # reaped
+
+
+def test_proxy_reaches_certbot(capsys, wired, fake, tmp_path, monkeypatch):
+    presets_dir = tmp_path / "presets.d"
+    presets_dir.mkdir()
+    (presets_dir / "site.conf").write_text(textwrap.dedent("""\
+        [preset lab]
+        server = {}
+        eab_required = yes
+        proxy = wwwproxy.uni-muenster.de:3128
+        """.format(SERVER)))
+    code, _, err = run(capsys, *fake.argv("--preset", "lab", "--presets-dir",
+                                          str(presets_dir)))
+    assert code == 0, err
+    assert fake.record()["env"]["https_proxy"] == PROXY
+
+
+def test_force_adds_an_account_next_to_the_existing_one(capsys, wired, fake,
+                                                        monkeypatch):
+    make_account(fake.config_dir, SERVER, "0ld")
+    monkeypatch.setenv("FAKE_ID", "n3w")
+    code, out, err = run(capsys, *fake.argv("--force"))
+    assert code == 0, err
+    record = fake.record()
+    workspace = record["argv"][record["argv"].index("--config-dir") + 1]
+    assert os.path.dirname(workspace) == fake.config_dir
+    assert not os.path.exists(workspace)
+    assert register.existing_accounts(fake.config_dir, SERVER) == ["0ld", "n3w"]
+    assert sorted(os.listdir(fake.config_dir)) == ["accounts"]
+    assert "--account n3w" in out and "next to account 0ld" in out
+
+
+def test_force_failure_leaves_no_workspace(capsys, wired, fake, monkeypatch):
+    make_account(fake.config_dir, SERVER, "0ld")
+    monkeypatch.setenv("FAKE_FAIL", "Boom\n")
+    code, _, err = run(capsys, *fake.argv("--force"))
+    assert code == 1 and "certbot could not register: Boom." in err
+    assert sorted(os.listdir(fake.config_dir)) == ["accounts"]
+    assert register.existing_accounts(fake.config_dir, SERVER) == ["0ld"]
+
+
+# --- certbot's errors -------------------------------------------------------------
+
+PY36_WARNING = (
+    "/venv/lib/python3.6/site-packages/OpenSSL/_util.py:6: "
+    "CryptographyDeprecationWarning: Python 3.6 is no longer supported by the "
+    "Python core team.\n"
+    "  from cryptography.hazmat.bindings.openssl.binding import Binding\n")
+LOG = "/var/log/letsencrypt/letsencrypt.log"
+ASK = ("Ask for help or search for solutions at https://community.letsencrypt.org. "
+       "See the logfile {} or re-run Certbot with -v for more details.\n".format(LOG))
+PEBBLE_58_UNKNOWN_KID = (
+    "Saving debug log to {}\n"
+    "Unable to register an account with ACME server. Error returned by the ACME "
+    "server: the field 'kid' references a key that is not known to the ACME "
+    "server\n".format(LOG) + ASK)
+PEBBLE_122_UNKNOWN_KID = (
+    PY36_WARNING + "Saving debug log to {}\nAn unexpected error occurred:\n"
+    "The client lacks sufficient authorization :: the field 'kid' references a "
+    "key that is not known to the ACME server\n".format(LOG) + ASK)
+PEBBLE_58_BAD_HMAC = (
+    "Saving debug log to {}\n"
+    "Unable to register an account with ACME server. Error returned by the ACME "
+    "server: external account binding JWS verification error: square/go-jose: "
+    "error in cryptographic primitive\n".format(LOG) + ASK)
+PEBBLE_122_BAD_HMAC = (
+    PY36_WARNING + "Saving debug log to {}\nAn unexpected error occurred:\n"
+    "The client lacks sufficient authorization :: external account binding JWS "
+    "verification error: square/go-jose: error in cryptographic primitive\n".format(
+        LOG) + ASK)
+SECTIGO_REUSED = (
+    "Saving debug log to {}\nAn unexpected error occurred:\n"
+    "The request message was malformed :: The ACME server is not awaiting "
+    "External Account Binding\n".format(LOG) + ASK)
+HARICA_REUSED = (
+    "Saving debug log to {}\n"
+    "Unable to register an account with ACME server. Error returned by the ACME "
+    "server: Account is not awaiting external account binding\n".format(LOG) + ASK)
+EAB_REQUIRED = (
+    "Saving debug log to {}\n"
+    "Unable to register an account with ACME server. Server requires external "
+    "account binding. Please use --eab-kid and --eab-hmac-key.\n".format(LOG) + ASK)
+
+
+@pytest.mark.parametrize("output", [SECTIGO_REUSED, HARICA_REUSED])
+def test_reused_credentials(output):
+    message = register.explain_failure(output, KID, SERVER)
+    assert message.startswith("The CA is not awaiting external account binding "
+                              "for key id {}: these EAB credentials were already "
+                              "used".format(KID))
+    assert "create a new ACME-ID in the portal" in message
+    assert one_sentence(message)
+
+
+@pytest.mark.parametrize("output", [PEBBLE_58_UNKNOWN_KID, PEBBLE_122_UNKNOWN_KID])
+def test_unknown_kid(output):
+    message = register.explain_failure(output, KID, SERVER)
+    assert message.startswith("The CA does not know the EAB key id {}:".format(KID))
+    assert one_sentence(message)
+
+
+@pytest.mark.parametrize("output", [PEBBLE_58_BAD_HMAC, PEBBLE_122_BAD_HMAC])
+def test_bad_hmac(output):
+    message = register.explain_failure(output, KID, SERVER)
+    assert message.startswith("The CA rejected the HMAC key: it does not belong to "
+                              "the EAB key id {};".format(KID))
+    assert one_sentence(message)
+
+
+def test_eab_required():
+    message = register.explain_failure(EAB_REQUIRED, None, SERVER)
+    assert message.startswith(SERVER + " requires External Account Binding")
+    assert "--eab-hmac-key-file" in message and one_sentence(message)
+
+
+def test_certbots_existing_account_message(tmp_path):
+    make_account(str(tmp_path), SERVER, "abc")
+    output = ("Saving debug log to x\nThere is an existing account; registration "
+              "of a duplicate account with this command is currently unsupported.\n")
+    message = register.explain_failure(output, KID, SERVER, str(tmp_path))
+    assert "would reuse it silently" in message and "abc" in message
+
+
+def test_other_errors_pass_through_as_one_line():
+    output = (PY36_WARNING + "Saving debug log to {}\nAn unexpected error "
+              "occurred:\nThe server experienced an internal error ::\n"
+              "  database unavailable\n".format(LOG) + ASK)
+    message = register.explain_failure(output, KID, SERVER)
+    assert message == ("certbot could not register: The server experienced an "
+                       "internal error :: (details in {}).".format(LOG))
+    output = ("Saving debug log to {}\nUnable to register an account with ACME "
+              "server. Error returned by the ACME server: Connection refused\n"
+              "Please check the URL.\n".format(LOG) + ASK)
+    message = register.explain_failure(output, KID, SERVER)
+    assert message == (
+        "certbot could not register: Unable to register an account with ACME "
+        "server. Error returned by the ACME server: Connection refused Please "
+        "check the URL (details in {}).".format(LOG))
+    assert one_sentence(message)
+
+
+def test_silent_failure():
+    assert register.explain_failure("", KID, SERVER, code=-9) == (
+        "certbot register exited with status -9 without a message.")
+
+
+def test_certbot_message_keeps_the_logfile():
+    message, logfile = register.certbot_message(PEBBLE_122_UNKNOWN_KID)
+    assert logfile == LOG
+    assert message.startswith("The client lacks sufficient authorization ::")
+    assert "Warning" not in message and "Saving" not in message
