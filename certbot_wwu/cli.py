@@ -14,7 +14,7 @@ import shlex
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from certbot_wwu import __version__, presets, renewalconf, settings, timer
+from certbot_wwu import __version__, presets, register, renewalconf, settings, timer
 from certbot_wwu.errors import WwuError
 from certbot_wwu.files import write_atomic
 from certbot_wwu.lineage import Lineage
@@ -332,12 +332,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
 # --- the command ------------------------------------------------------------------
 
 #: registration functions, in the order of --help
-def add_register(subparsers: Any) -> None:
-    from certbot_wwu import register
-    register.add_register(subparsers)
-
-
-SUBCOMMANDS = [add_presets, add_env, add_setup, add_register, add_deploy,
+SUBCOMMANDS = [add_presets, add_env, add_setup, register.add_register, add_deploy,
                add_attach]  # type: List[Callable[[Any], None]]
 
 
