@@ -1,10 +1,10 @@
 """systemd unit actions through ``systemctl``, always from an argv list."""
 import logging
 import shutil
-import subprocess
 import time
 from typing import List, Tuple
 
+from certbot_wwu import process
 from certbot_wwu.errors import ServiceError
 from certbot_wwu.settings import ACTIONS, DEFAULT_TIMEOUT, unit_name
 
@@ -19,22 +19,8 @@ _TRANSIENT = ("activating", "reloading", "deactivating", "refreshing")
 
 
 def _run(argv: List[str]) -> Tuple[int, str]:
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                universal_newlines=True)
-    except OSError as err:
-        raise ServiceError(
-            "Cannot run {}: {}; on a host without systemd use --wwu-acl-action "
-            "none.".format(argv[0], err.strerror or err))
-    try:
-        out, _ = proc.communicate(timeout=COMMAND_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise ServiceError("'{}' did not finish within {} seconds.".format(
-            " ".join(argv), COMMAND_TIMEOUT))
-    return proc.returncode, out.strip()
+    return process.run(argv, ServiceError, "on a host without systemd use "
+                       "--wwu-acl-action none", COMMAND_TIMEOUT)
 
 
 def strongest(actions: List[str]) -> str:

@@ -30,10 +30,10 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 
+from certbot_wwu import process
 from certbot_wwu.errors import WwuError
 from certbot_wwu.files import write_atomic
 from certbot_wwu.presets import ENV_KEYS, PROXY_KEYS, redact_proxy
@@ -348,22 +348,8 @@ def configure(distro: str, env: Dict[str, str], root: str = "/") -> List[str]:
 # --- systemctl ------------------------------------------------------------------
 
 def _run(argv: List[str]) -> Tuple[int, str]:
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                universal_newlines=True)
-    except OSError as err:
-        raise TimerError("Cannot run {}: {}; run '{}' by hand where systemd "
-                         "runs.".format(argv[0], err.strerror or err, " ".join(argv)))
-    try:
-        out, _ = proc.communicate(timeout=COMMAND_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise TimerError("'{}' did not finish within {} seconds; check systemd "
-                         "with 'systemctl status'.".format(" ".join(argv),
-                                                          COMMAND_TIMEOUT))
-    return proc.returncode, out.strip()
+    return process.run(argv, TimerError, "run '{}' by hand where systemd runs".format(
+        " ".join(argv)), COMMAND_TIMEOUT)
 
 
 def _query(argv: List[str]) -> str:
