@@ -14,7 +14,8 @@ import shlex
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from certbot_wwu import __version__, presets, register, renewalconf, settings, timer
+from certbot_wwu import (__version__, presets, register, renewalconf, settings, status,
+                         timer)
 from certbot_wwu.errors import WwuError
 from certbot_wwu.files import write_atomic
 from certbot_wwu.lineage import Lineage
@@ -333,7 +334,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 #: registration functions, in the order of --help
 SUBCOMMANDS = [add_presets, add_env, add_setup, register.add_register, add_deploy,
-               add_attach]  # type: List[Callable[[Any], None]]
+               add_attach, status.add_status]  # type: List[Callable[[Any], None]]
 
 
 def build_parser() -> argparse.ArgumentParser:

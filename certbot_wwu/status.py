@@ -10,7 +10,9 @@ key, whether copies are current, whether the renewal timer's drift check
 would redeploy, whether the units were acted on for the current version and
 whether they are active. Then the renewal timer: enabled, and with which
 proxy. ``--check-ca`` fetches each server's ACME directory through exactly
-the proxy environment the timer gives certbot.
+the proxy environment the timer gives certbot. A certbot running meanwhile
+(its lock in the config, work or logs dir is held) is mentioned, since what
+it is switching may look broken for a moment.
 
 Every finding is an item: OK, ATTENTION or INFO. Exit 0 when no item needs
 attention, 1 when one does (2 stays argparse's, for usage errors).
@@ -30,6 +32,7 @@ from certbot_wwu.errors import WwuError
 from certbot_wwu.lineage import KINDS, Lineage
 from certbot_wwu.renewalconf import INSTALLER, PREFIX
 from certbot_wwu.settings import Settings
+from certbot_wwu.state import State
 
 #: certbot's defaults
 CONFIG_DIR = "/etc/letsencrypt"
@@ -129,20 +132,29 @@ def stored_settings(params: Dict[str, Any]) -> Settings:
 
 # --- lineage checks ---------------------------------------------------------------
 
-def expiry(lineage: Lineage) -> datetime.datetime:
+def validity(lineage: Lineage) -> Tuple[datetime.datetime, datetime.datetime]:
+    """notBefore and notAfter of the current certificate, in UTC."""
     from cryptography import x509
     from cryptography.hazmat.backends import default_backend
     with open(lineage.live_path("cert"), "rb") as f:
         cert = x509.load_pem_x509_certificate(f.read(), default_backend())
-    after = getattr(cert, "not_valid_after_utc", None)  # cryptography >= 42
-    if after is None:
-        after = cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
-    return after
+    if hasattr(cert, "not_valid_after_utc"):  # cryptography >= 42
+        return cert.not_valid_before_utc, cert.not_valid_after_utc
+    utc = datetime.timezone.utc
+    return (cert.not_valid_before.replace(tzinfo=utc),
+            cert.not_valid_after.replace(tzinfo=utc))
 
 
-def _days_left(after: datetime.datetime) -> int:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return int((after - now).total_seconds() // 86400)
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def expiry_attention(before: datetime.datetime, after: datetime.datetime,
+                     now: datetime.datetime) -> bool:
+    """Less than EXPIRY_WARNING_DAYS left, or for short-lived certificates
+    (Let's Encrypt's six-day profile) less than a third of their lifetime."""
+    margin = min(datetime.timedelta(days=EXPIRY_WARNING_DAYS), (after - before) / 3)
+    return after - now < margin
 
 
 def unit_state(unit: str) -> Tuple[Optional[str], str]:
@@ -196,7 +208,7 @@ def check_lineage(config_dir: str, name: str, named: bool = False) -> Section:
     try:
         data["version"] = lineage.version()
         data["names"] = lineage.names()
-        after = expiry(lineage)
+        before, after = validity(lineage)
         live_ok = True
     except WwuError as err:
         section.add("certificate", ATTENTION, str(err))
@@ -204,18 +216,19 @@ def check_lineage(config_dir: str, name: str, named: bool = False) -> Section:
         section.add("certificate", ATTENTION, "Cannot read the certificate {}: {}.".format(
             lineage.live_path("cert"), getattr(err, "strerror", None) or err))
     if live_ok:
-        days = _days_left(after)
+        now = _now()
+        days = int((after - now).total_seconds() // 86400)
         data["expires"] = after.strftime("%Y-%m-%dT%H:%M:%SZ")
         data["days_left"] = days
-        when = "{} ({})".format(", ".join(data["names"]) or "no names",
-                                after.strftime("%Y-%m-%d"))
+        when = after.strftime("%Y-%m-%d %H:%M UTC")
         if days < 0:
-            section.add("expiry", ATTENTION, "expired {} days ago: {}".format(-days, when))
-        elif days < EXPIRY_WARNING_DAYS:
-            section.add("expiry", ATTENTION, "expires in {} days: {}; check why "
+            section.add("expiry", ATTENTION, "expired {} days ago ({}); check why "
+                        "'certbot renew' did not renew it".format(-days, when))
+        elif expiry_attention(before, after, now):
+            section.add("expiry", ATTENTION, "expires in {} days ({}); check why "
                         "'certbot renew' did not renew it".format(days, when))
         else:
-            section.add("expiry", OK, "expires in {} days: {}".format(days, when))
+            section.add("expiry", OK, "expires in {} days ({})".format(days, when))
 
     server = params.get("server") or None
     data["server"] = server or DEFAULT_SERVER
@@ -265,8 +278,10 @@ def check_lineage(config_dir: str, name: str, named: bool = False) -> Section:
         else:
             data["needs_deploy"] = drift
             if drift:
-                section.add("drift", ATTENTION, "the deployment drifted (or never "
-                            "ran): the renewal timer's check would redeploy")
+                section.add("drift", ATTENTION, "{}: the renewal timer's check "
+                            "would redeploy".format(
+                                "the deployment drifted" if State.load(lineage).known
+                                else "never deployed"))
             else:
                 section.add("drift", OK, "deployed as configured: the renewal "
                             "timer's check would change nothing")
@@ -279,12 +294,16 @@ def check_lineage(config_dir: str, name: str, named: bool = False) -> Section:
         section.add("action", ATTENTION, str(err))
     else:
         data["needs_action"] = pending
+        units = settings is not None and bool(settings.units)
         if pending:
-            section.add("action", ATTENTION, "the units were not acted on for "
-                        "version {}: the renewal timer would act now".format(
-                            data["version"]))
+            section.add("action", ATTENTION, "{} for version {}: the renewal "
+                        "timer would {} now".format(
+                            "the units were not acted on" if units
+                            else "the deployment did not finish",
+                            data["version"], "act" if units else "finish it"))
         else:
-            section.add("action", OK, "the units were acted on for version {}".format(
+            section.add("action", OK, "{} for version {}".format(
+                "the units were acted on" if units else "the deployment finished",
                 data["version"]))
     if settings is not None:
         for unit in settings.units:
@@ -368,6 +387,59 @@ def _check_unit(section: Section, unit: str, action: str) -> None:
                     "'journalctl -u {}'".format(unit, state, unit, unit))
 
 
+# --- certbot at work ----------------------------------------------------------------
+
+LOCK_FILE = ".certbot.lock"
+PROC_LOCKS = "/proc/locks"
+
+
+def certbot_locks(directories: List[str]) -> List[Dict[str, Any]]:
+    """certbot's own locks (``DIR/.certbot.lock``, fcntl.lockf) held now.
+
+    Read from /proc/locks, never by trying the lock: even a brief shared
+    lock of ours would make a certbot starting at that moment give up.
+    """
+    wanted = {}  # type: Dict[str, str]
+    for directory in directories:
+        path = os.path.join(os.path.abspath(directory), LOCK_FILE)
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        wanted["{:02x}:{:02x}:{}".format(os.major(st.st_dev), os.minor(st.st_dev),
+                                         st.st_ino)] = path
+    if not wanted:
+        return []
+    try:
+        with open(PROC_LOCKS) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    held = []  # type: List[Dict[str, Any]]
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or "->" in fields:  # waiters, not holders
+            continue
+        path = wanted.get(fields[5])
+        if path and fields[4].isdigit():
+            held.append(OrderedDict([("lock", path), ("pid", int(fields[4]))]))
+    return held
+
+
+def check_certbot(args: argparse.Namespace) -> Optional[Section]:
+    """A running certbot may be switching files: say so (no attention)."""
+    held = certbot_locks([args.config_dir, args.work_dir, args.logs_dir])
+    if not held:
+        return None
+    section = Section("certbot")
+    section.data["running"] = held
+    for lock in held:
+        section.add("certbot", INFO, "certbot is running (pid {} holds {}): what "
+                    "it is changing may show as attention until it is done".format(
+                        lock["pid"], lock["lock"]))
+    return section
+
+
 # --- the renewal timer --------------------------------------------------------------
 
 def _is_live(root: str) -> bool:
@@ -387,9 +459,9 @@ def timer_enabled(unit: str, root: str) -> Tuple[Optional[bool], str]:
             return None, "unknown: {}".format(err)
         state = out.splitlines()[-1].strip() if out else ""
         if state in _ENABLED and code == 0:
-            return True, state
+            return True, "systemctl is-enabled: " + state
         if state in _DISABLED:
-            return False, state
+            return False, "systemctl is-enabled: " + state
         return None, "unknown: 'systemctl is-enabled {}' exited {}{}".format(
             unit, code, ": " + state if state else "")
     # an image or a test tree: what 'systemctl --root' would read, links
@@ -399,9 +471,8 @@ def timer_enabled(unit: str, root: str) -> Tuple[Optional[bool], str]:
     for directory in _WANTS_DIRS:
         for link in sorted(glob.glob(_in_root(root, "{}/*.wants/{}".format(
                 directory, unit)))):
-            return True, "enabled ({})".format(link)
-    return False, "disabled (no *.wants link under {})".format(
-        _in_root(root, timer.UNIT_DIR))
+            return True, "link " + link
+    return False, "no *.wants link under {}".format(_in_root(root, timer.UNIT_DIR))
 
 
 def cron_renewal(root: str) -> Optional[str]:
@@ -434,7 +505,13 @@ def timer_environment(distro: str, root: str) -> Dict[str, str]:
 
 
 def check_timer(distro: str, root: str) -> Section:
-    info = timer.timer_status(distro, root)
+    try:
+        info = timer.timer_status(distro, root)
+    except WwuError as err:
+        section = Section("renewal timer ({})".format(distro))
+        section.data.update([("distro", distro), ("enabled", None)])
+        section.add("timer", ATTENTION, str(err))
+        return section
     unit = info["timer"]
     section = Section("renewal timer {} ({})".format(unit, distro))
     data = section.data
@@ -553,8 +630,29 @@ def lineage_names(config_dir: str) -> List[str]:
     return sorted(os.path.basename(conf)[:-len(".conf")] for conf in confs)
 
 
-def collect(args: argparse.Namespace) -> Tuple[List[Section], Section,
-                                                Optional[Section]]:
+class Report(object):
+    """Everything status found, in the order it is shown."""
+
+    def __init__(self, lineages: List[Section], timer_section: Section,
+                 ca_section: Optional[Section] = None,
+                 certbot_section: Optional[Section] = None) -> None:
+        self.lineages = lineages
+        self.timer = timer_section
+        self.ca = ca_section
+        self.certbot = certbot_section
+
+    @property
+    def sections(self) -> List[Section]:
+        return ([self.certbot] if self.certbot else []) + self.lineages + [
+            self.timer] + ([self.ca] if self.ca else [])
+
+    @property
+    def attention(self) -> List[str]:
+        return ["{}: {}".format(section.title, item.text)
+                for section in self.sections for item in section.attention]
+
+
+def collect(args: argparse.Namespace) -> Report:
     config_dir = os.path.abspath(args.config_dir)
     if not os.path.isdir(config_dir):
         raise StatusError("There is no certbot configuration directory {}; give "
@@ -566,15 +664,15 @@ def collect(args: argparse.Namespace) -> Tuple[List[Section], Section,
         raise StatusError("status opens the certificates as their users and "
                           "reads certbot's private directories; run it as root.")
     if args.cert_name:
-        if not os.path.isfile(os.path.join(config_dir, "renewal",
-                                           args.cert_name + ".conf")) \
-                or "/" in args.cert_name:
+        if "/" in args.cert_name or not os.path.isfile(
+                os.path.join(config_dir, "renewal", args.cert_name + ".conf")):
             raise StatusError("There is no certificate named {!r} in {} (no "
                               "renewal/{}.conf); see 'certbot certificates'.".format(
                                   args.cert_name, config_dir, args.cert_name))
         names = [args.cert_name]
     else:
         names = lineage_names(config_dir)
+    certbot_section = check_certbot(args)
     lineages = [check_lineage(config_dir, name, named=bool(args.cert_name))
                 for name in names]
     distro = timer.detect_distro(args.root) if args.distro == "auto" else args.distro
@@ -585,8 +683,16 @@ def collect(args: argparse.Namespace) -> Tuple[List[Section], Section,
         for section in lineages:
             if section.data["server"] not in servers:
                 servers.append(section.data["server"])
-        ca_section = check_cas(servers, timer_environment(distro, args.root))
-    return lineages, timer_section, ca_section
+        try:
+            env = timer_environment(distro, args.root)
+        except WwuError as err:
+            ca_section = Section("CAs")
+            ca_section.data["servers"] = []
+            ca_section.add("ca", ATTENTION, "cannot tell which proxy the renewal "
+                           "timer uses: {}".format(err))
+        else:
+            ca_section = check_cas(servers, env)
+    return Report(lineages, timer_section, ca_section, certbot_section)
 
 
 def _print_section(section: Section, heading: str) -> None:
@@ -595,35 +701,43 @@ def _print_section(section: Section, heading: str) -> None:
         print("  {:<10} {}".format(_MARKERS[item.level], item.text))
 
 
-def render(args: argparse.Namespace, lineages: List[Section], timer_section: Section,
-           ca_section: Optional[Section]) -> None:
-    sections = lineages + [timer_section] + ([ca_section] if ca_section else [])
-    attention = ["{}: {}".format(s.title, i.text) for s in sections for i in s.attention]
+def to_json(args: argparse.Namespace, report: Report) -> Dict[str, Any]:
+    attention = report.attention
+    return OrderedDict([
+        ("ok", not attention),
+        ("config_dir", os.path.abspath(args.config_dir)),
+        ("work_dir", os.path.abspath(args.work_dir)),
+        ("logs_dir", os.path.abspath(args.logs_dir)),
+        ("certbot_running", report.certbot.data["running"] if report.certbot else []),
+        ("lineages", [section.to_dict() for section in report.lineages]),
+        ("timer", report.timer.to_dict()),
+        ("ca", report.ca.data["servers"] if report.ca else None),
+        ("attention", attention),
+    ])
+
+
+def render(args: argparse.Namespace, report: Report) -> None:
     if args.json:
-        document = OrderedDict([
-            ("ok", not attention),
-            ("config_dir", os.path.abspath(args.config_dir)),
-            ("work_dir", args.work_dir), ("logs_dir", args.logs_dir),
-            ("lineages", [s.to_dict() for s in lineages]),
-            ("timer", timer_section.to_dict()),
-            ("ca", ca_section.to_dict()["servers"] if ca_section else None),
-            ("attention", attention),
-        ])
-        print(json.dumps(document, indent=2))
+        print(json.dumps(to_json(args, report), indent=2))
         return
-    if not lineages:
+    if report.certbot:
+        _print_section(report.certbot, report.certbot.title)
+        print()
+    if not report.lineages:
         print("No certificates in {}.".format(os.path.join(
             os.path.abspath(args.config_dir), "renewal")))
-    for section in lineages:
+        print()
+    for section in report.lineages:
         names = section.data["names"]
         _print_section(section, "{}{}".format(
             section.title, " ({})".format(", ".join(names)) if names else ""))
         print()
-    _print_section(timer_section, timer_section.title)
-    if ca_section:
+    _print_section(report.timer, report.timer.title)
+    if report.ca:
         print()
-        _print_section(ca_section, ca_section.title)
+        _print_section(report.ca, report.ca.title)
     print()
+    attention = report.attention
     if attention:
         print("{} item{} need{} attention.".format(
             len(attention), "" if len(attention) == 1 else "s",
@@ -651,8 +765,8 @@ def add_status(subparsers: Any) -> None:
                         help="certbot's configuration directory (default: {})".format(
                             CONFIG_DIR))
     parser.add_argument("--work-dir", default=WORK_DIR, metavar="DIR",
-                        help="certbot's working directory (default: {})".format(
-                            WORK_DIR))
+                        help="certbot's working directory, whose lock shows a "
+                             "running certbot (default: {})".format(WORK_DIR))
     parser.add_argument("--logs-dir", default=LOGS_DIR, metavar="DIR",
                         help="certbot's log directory (default: {})".format(LOGS_DIR))
     parser.add_argument("--distro", default="auto", choices=("auto",) + timer.DISTROS,
@@ -665,7 +779,6 @@ def add_status(subparsers: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    lineages, timer_section, ca_section = collect(args)
-    render(args, lineages, timer_section, ca_section)
-    sections = lineages + [timer_section] + ([ca_section] if ca_section else [])
-    return 1 if any(section.attention for section in sections) else 0
+    report = collect(args)
+    render(args, report)
+    return 1 if report.attention else 0
