@@ -25,6 +25,7 @@ from certbot_wwu.settings import Settings
 lineage = Lineage(sys.argv[1], "unit")
 settings = Settings(users=[sys.argv[2]])
 version = int(sys.argv[3])
+deploy.deploy(settings, lineage)  # imports warm: from here on every step is a target
 print("ready", flush=True)
 while True:
     for kind in KINDS:   # what certbot does on renewal: one link after another
