@@ -2,6 +2,10 @@
 #              grant, prove access, renew, prove again
 # make test  - every test (unit and certbot-driven end-to-end)
 # make test-py36 - every test again on certbot 1.22 / Python 3.6 (EL 8)
+# make compat - the core end-to-end scenario on every certbot a distribution
+#              ships (DESIGN §9), one venv per pair plus Debian 12's own certbot
+#              with the .deb; COMPAT_ARGS='--only 5.8' picks pairs
+# make deb   - dist/python3-certbot-wwu_VERSION_all.deb (dh-python/pybuild)
 PYTHON ?= python3
 VENV   ?= .venv
 PY36   ?= $(shell ls -d $$(pyenv root 2>/dev/null)/versions/3.6*/bin/python3.6 /usr/bin/python3.6 2>/dev/null | head -n 1)
@@ -31,3 +35,27 @@ demo: setup
 
 clean:
 	rm -rf $(VENV) .venvs build dist *.egg-info
+
+.PHONY: compat deb
+
+DEB_BUILD = build/deb
+
+compat: deb
+	scripts/setup-host
+	$(PYTHON) scripts/compat.py $(COMPAT_ARGS)
+
+# Built from a copy of the tree (no venvs, no build leftovers in the work tree);
+# a plain PATH so that pybuild uses Debian's Pythons, not pyenv's shims.
+deb:
+	scripts/setup-deb
+	rm -rf $(DEB_BUILD)
+	mkdir -p $(DEB_BUILD)/src dist
+	tar -c --exclude-vcs --exclude=./.venv --exclude=./.venvs --exclude=./build \
+	    --exclude=./dist --exclude='*.egg-info' --exclude=__pycache__ \
+	    --exclude=.pytest_cache . | tar -x -C $(DEB_BUILD)/src
+	cd $(DEB_BUILD)/src && env PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+	    dpkg-buildpackage -us -uc -b > ../build.log 2>&1 \
+	    || { tail -n 40 ../build.log; echo "deb: failed, see $(DEB_BUILD)/build.log" >&2; exit 1; }
+	rm -f dist/python3-certbot-wwu_*.deb
+	cp $(DEB_BUILD)/python3-certbot-wwu_*_all.deb dist/
+	@ls -l dist/python3-certbot-wwu_*_all.deb

@@ -24,6 +24,11 @@ setup(
     license="Apache-2.0",
     packages=find_packages(include=["certbot_wwu", "certbot_wwu.*"]),
     python_requires=">=3.6",
+    # No zope.interface here, not even as an extra: only certbot < 1.19 needs
+    # the zope declarations (certbot_wwu._compat.declare_plugin), and those
+    # certbots depend on zope.interface and zope.component themselves (checked
+    # on 1.11 and 1.22). certbot >= 2 runs without zope, and the plugin must
+    # not pull it in there (make compat checks both).
     install_requires=[
         "certbot>=1.11",
         "acme>=1.11",
