@@ -6,17 +6,19 @@
 #              ships (DESIGN §9), one venv per pair plus Debian 12's own certbot
 #              with the .deb; COMPAT_ARGS='--only 5.8' picks pairs
 # make deb   - dist/python3-certbot-wwu_VERSION_all.deb (dh-python/pybuild)
+# make docs  - the Sphinx docs (HTML) and the man page, warnings are errors
+# make faults - the long fault suite: hundreds of kills, long property runs
 PYTHON ?= python3
 VENV   ?= .venv
 PY36   ?= $(shell ls -d $$(pyenv root 2>/dev/null)/versions/3.6*/bin/python3.6 /usr/bin/python3.6 2>/dev/null | head -n 1)
 VENV36 ?= .venvs/certbot-1.22-py3.6
 
-REQS   = certbot pylibacl pytest setuptools
+REQS   = certbot pylibacl pytest hypothesis sphinx setuptools
 # certbot 1.x needs these pins on a modern pip (DESIGN §9)
 REQS36 = certbot==1.22.0 acme==1.22.0 josepy==1.13.0 pyOpenSSL==23.1.1 \
-         cryptography==40.0.2 'pylibacl<0.7' pytest setuptools
+         cryptography==40.0.2 'pylibacl<0.7' pytest hypothesis setuptools
 
-.PHONY: setup test test-py36 demo clean
+.PHONY: setup test test-py36 demo clean docs faults
 
 setup:
 	scripts/setup-host
@@ -32,6 +34,15 @@ test-py36: setup
 
 demo: setup
 	$(VENV)/bin/python scripts/demo.py
+
+docs: setup
+	$(VENV)/bin/sphinx-build -W -q -b html docs docs/_build/html
+	$(VENV)/bin/sphinx-build -W -q -b man docs docs/_build/man
+	@echo "docs: docs/_build/html/index.html, docs/_build/man/certbot-wwu.1"
+
+faults: setup
+	WWU_FAULT_ITERATIONS=300 WWU_KILL_ITERATIONS=300 HYPOTHESIS_PROFILE=long \
+	    $(VENV)/bin/python -m pytest -s tests/faults tests/test_copies_kill.py
 
 clean:
 	rm -rf $(VENV) .venvs build dist *.egg-info
