@@ -8,6 +8,8 @@
 # make deb   - dist/python3-certbot-wwu_VERSION_all.deb (dh-python/pybuild)
 # make docs  - the Sphinx docs (HTML) and the man page, warnings are errors
 # make faults - the long fault suite: hundreds of kills, long property runs
+# make cluster-test - real peers in network namespaces with sshd (shared
+#              account, push and remote deploy, a peer down and caught up)
 PYTHON ?= python3
 VENV   ?= .venv
 PY36   ?= $(shell ls -d $$(pyenv root 2>/dev/null)/versions/3.6*/bin/python3.6 /usr/bin/python3.6 2>/dev/null | head -n 1)
@@ -18,7 +20,7 @@ REQS   = certbot pylibacl pytest hypothesis sphinx setuptools
 REQS36 = certbot==1.22.0 acme==1.22.0 josepy==1.13.0 pyOpenSSL==23.1.1 \
          cryptography==40.0.2 'pylibacl<0.7' pytest hypothesis setuptools
 
-.PHONY: setup test test-py36 demo clean docs faults
+.PHONY: setup test test-py36 demo clean docs faults cluster-test
 
 setup:
 	scripts/setup-host
@@ -39,6 +41,10 @@ docs: setup
 	$(VENV)/bin/sphinx-build -W -q -b html docs docs/_build/html
 	$(VENV)/bin/sphinx-build -W -q -b man docs docs/_build/man
 	@echo "docs: docs/_build/html/index.html, docs/_build/man/certbot-wwu.1"
+
+cluster-test: setup
+	scripts/setup-cluster-test
+	$(VENV)/bin/python -m pytest tests/cluster
 
 faults: setup
 	WWU_FAULT_ITERATIONS=300 WWU_KILL_ITERATIONS=300 HYPOTHESIS_PROFILE=long \

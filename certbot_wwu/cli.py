@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from certbot_wwu import (__version__, presets, register, renewalconf, settings, status,
                          timer)
+from certbot_wwu.cluster_cli import add_cluster
 from certbot_wwu.errors import WwuError
 from certbot_wwu.files import write_atomic
 from certbot_wwu.lineage import Lineage
@@ -275,7 +276,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print("{} {}: active".format(chosen.action, unit))
     if chosen.push_to:
         from certbot_wwu import cluster
-        cluster.push_lineage(lineage, chosen.push_to)
+        outcomes = cluster.push(cluster.load_config(), lineage, list(chosen.push_to))
+        for outcome in outcomes:
+            print(outcome.line)
+        failure = cluster.failed_error("Pushing {}".format(lineage.name), outcomes)
+        if failure is not None:
+            raise failure
     return 0
 
 
@@ -334,7 +340,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 #: registration functions, in the order of --help
 SUBCOMMANDS = [add_presets, add_env, add_setup, register.add_register, add_deploy,
-               add_attach, status.add_status]  # type: List[Callable[[Any], None]]
+               add_attach, status.add_status, add_cluster]  # type: List[Callable[[Any], None]]
 
 
 def build_parser() -> argparse.ArgumentParser:
