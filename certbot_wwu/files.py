@@ -3,10 +3,12 @@ import os
 import tempfile
 
 
-def write_atomic(path: str, data: str, mode: int) -> None:
+def write_atomic(path: str, data: str, mode: int, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` in one rename: readers see old or new.
 
-    The temporary file gets ``mode`` before any byte is written.
+    The temporary file gets ``mode`` before any byte is written. ``durable``
+    also waits for the disk (fsync of file and directory); a cache that can
+    be rebuilt does without.
     """
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
@@ -17,14 +19,16 @@ def write_atomic(path: str, data: str, mode: int) -> None:
             fd = -1
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = ""
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        if durable:
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
     finally:
         if fd >= 0:
             os.close(fd)

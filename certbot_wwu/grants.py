@@ -6,10 +6,12 @@ other entries. The mask is always recomputed as the union of the group class,
 as setfacl does, so a grant is effective and nothing else widens.
 """
 import errno
+import functools
+import grp
 import logging
 import os
 import pwd
-import grp
+import threading
 from collections import namedtuple
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -99,10 +101,11 @@ def read_acl(path: str) -> Entries:
     return entries
 
 
+_PERMS = ("---", "--x", "-w-", "-wx", "r--", "r-x", "rw-", "rwx")
+
+
 def _text(entries: Entries) -> str:
-    def perm(bits: int) -> str:
-        return "".join(c if bits & b else "-" for c, b in (("r", R), ("w", W), ("x", X)))
-    return ",".join("{}:{}:{}".format(tag, "" if q is None else q, perm(bits))
+    return ",".join("{}:{}:{}".format(tag, "" if q is None else q, _PERMS[bits & 7])
                     for (tag, q), bits in sorted(
                         entries.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1)))
 
@@ -289,8 +292,54 @@ def missing(plan_: Plan) -> List[str]:
     return wrong
 
 
+def _try_open(paths: Sequence[str]) -> List[bool]:
+    answers = []
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+            try:
+                os.read(fd, 1)
+            finally:
+                os.close(fd)
+            answers.append(True)
+        except OSError:
+            answers.append(False)
+    return answers
+
+
 def can_read(paths: Sequence[str], uid: int, gid: int, groups: Sequence[int]) -> List[bool]:
-    """Open each path in a child running as uid/gid/groups: what the kernel says."""
+    """Open each path as uid/gid/groups: what the kernel says.
+
+    As root in a single-threaded process the effective ids are switched for
+    the check and back (the real and saved ids stay 0, so switching back
+    cannot fail for lack of privilege); anywhere else a child process runs it.
+    """
+    if os.getresuid() == (0, 0, 0) and threading.active_count() == 1:
+        return _can_read_switched(paths, uid, gid, groups)
+    return _can_read_forked(paths, uid, gid, groups)
+
+
+def _can_read_switched(paths: Sequence[str], uid: int, gid: int,
+                       groups: Sequence[int]) -> List[bool]:
+    saved_groups = os.getgroups()
+    saved_gid = os.getegid()
+    os.setgroups(list(groups))
+    try:
+        os.setresgid(-1, gid, -1)
+        try:
+            os.setresuid(-1, uid, -1)
+            try:
+                return _try_open(paths)
+            finally:
+                os.setresuid(-1, 0, -1)
+        finally:
+            os.setresgid(-1, saved_gid, -1)
+    finally:
+        os.setgroups(saved_groups)
+
+
+def _can_read_forked(paths: Sequence[str], uid: int, gid: int,
+                     groups: Sequence[int]) -> List[bool]:
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
@@ -299,18 +348,8 @@ def can_read(paths: Sequence[str], uid: int, gid: int, groups: Sequence[int]) ->
             os.setgroups(list(groups))
             os.setgid(gid)
             os.setuid(uid)
-            answers = bytearray()
-            for path in paths:
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
-                    try:
-                        os.read(fd, 1)
-                    finally:
-                        os.close(fd)
-                    answers.append(ord("y"))
-                except OSError:
-                    answers.append(ord("n"))
-            os.write(write_end, bytes(answers))
+            os.write(write_end, bytes(ord("y") if ok else ord("n")
+                                      for ok in _try_open(paths)))
         finally:
             os._exit(0)
     os.close(write_end)
@@ -330,12 +369,15 @@ def can_read(paths: Sequence[str], uid: int, gid: int, groups: Sequence[int]) ->
     return [answer == ord("y") for answer in answers]
 
 
-def identity(principal: Principal) -> Tuple[int, int, List[int]]:
-    """uid, gid and groups of a process acting as the principal."""
+@functools.lru_cache(maxsize=256)
+def identity(principal: Principal) -> Tuple[int, int, Tuple[int, ...]]:
+    """uid, gid and groups of a process acting as the principal (looked up
+    once per certbot run: one renew may deploy hundreds of certificates)."""
     if principal.kind == "user":
         entry = pwd.getpwuid(principal.id)
-        return entry.pw_uid, entry.pw_gid, os.getgrouplist(entry.pw_name, entry.pw_gid)
-    return OUTSIDER_UID, principal.id, [principal.id]
+        return (entry.pw_uid, entry.pw_gid,
+                tuple(os.getgrouplist(entry.pw_name, entry.pw_gid)))
+    return OUTSIDER_UID, principal.id, (principal.id,)
 
 
 def verify(lineage: Lineage, principals: Sequence[Principal]) -> None:

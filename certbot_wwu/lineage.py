@@ -43,25 +43,34 @@ class Lineage(object):
     def live_path(self, kind: str) -> str:
         return os.path.join(self.live_dir, kind + ".pem")
 
+    def target(self, kind: str) -> str:
+        """The archive file ``live/NAME/KIND.pem`` points at now.
+
+        One readlink, not a realpath: the timer runs this for every
+        certificate twice a day.
+        """
+        link = self.live_path(kind)
+        try:
+            target = os.path.normpath(os.path.join(self.live_dir, os.readlink(link)))
+        except OSError:
+            target = link
+        if not os.path.exists(target):
+            raise LineageError(
+                "Certificate {!r} has no {} (looked for {}); is the "
+                "certificate name right?".format(self.name, kind, link))
+        return target
+
     def current(self) -> Dict[str, str]:
         """kind -> archive file the live link points at now."""
-        files = {}
-        for kind in KINDS:
-            link = self.live_path(kind)
-            if not os.path.exists(link):
-                raise LineageError(
-                    "Certificate {!r} has no {} (looked for {}); is the "
-                    "certificate name right?".format(self.name, kind, link))
-            files[kind] = os.path.realpath(link)
-        return files
+        return {kind: self.target(kind) for kind in KINDS}
 
     @property
     def archive_dir(self) -> str:
-        return os.path.dirname(self.current()["privkey"])
+        return os.path.dirname(self.target("privkey"))
 
     def version(self, files: Optional[Dict[str, str]] = None) -> int:
         """Version number of the current private key (``privkeyN.pem``)."""
-        key = (files or self.current())["privkey"]
+        key = files["privkey"] if files else self.target("privkey")
         match = _VERSIONED.match(os.path.basename(key))
         if not match:
             raise LineageError(

@@ -40,6 +40,7 @@ class State(object):
         self.acted_version = acted_version
         #: False when there was no usable file: grants may be anywhere
         self.known = known
+        self._saved = self._data() if known else None  # type: Optional[dict]
 
     @classmethod
     def load(cls, lineage: Lineage) -> "State":
@@ -56,14 +57,24 @@ class State(object):
             return cls(path)
         return cls(path, sorted(set(granted)), principals, _version(acted), True)
 
+    def _data(self) -> dict:
+        """A detached copy (no lists shared with the live attributes)."""
+        return json.loads(json.dumps({"granted": self.granted,
+                                      "principals": self.principals,
+                                      "acted_version": self.acted_version}))
+
     def save(self) -> None:
+        """Write when something changed. Not fsync'ed: a state lost in a
+        crash only makes the next deployment sweep the archive once."""
+        if self.known and self._data() == self._saved:
+            return
         directory = os.path.dirname(self.path)
         if not os.path.isdir(directory):
             os.makedirs(directory, 0o700)
-        data = {"granted": self.granted, "principals": self.principals,
-                "acted_version": self.acted_version}
-        write_atomic(self.path, json.dumps(data, sort_keys=True) + "\n", 0o600)
+        write_atomic(self.path, json.dumps(self._data(), sort_keys=True) + "\n",
+                     0o600, durable=False)
         self.known = True
+        self._saved = self._data()
 
 
 @contextlib.contextmanager

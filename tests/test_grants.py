@@ -379,7 +379,7 @@ def test_can_read_agrees_with_read_as(lineage, granted):
 def test_identity_of_a_group_uses_an_outsider_uid(accounts):
     group = Principal("group", READER_GROUP, gid(READER_GROUP))
     assert grants.identity(group) == (grants.OUTSIDER_UID, gid(READER_GROUP),
-                                      [gid(READER_GROUP)])
+                                      (gid(READER_GROUP),))
     user_uid, user_gid, groups = identity_of(READER_MEMBER)
     assert user_uid == uid(READER_MEMBER)
     assert gid(READER_GROUP) in groups
@@ -663,3 +663,29 @@ def _writable(directory):
     os.close(fd)
     os.unlink(path)
     return True
+
+
+@needs_root
+def test_switched_and_forked_checks_agree_and_root_is_restored(lineage, accounts):
+    import threading
+    from certbot_wwu.grants import _can_read_forked, _can_read_switched
+    plan = grants.plan(lineage, lineage.current(), grants.resolve([SERVICE_USER], []))
+    grants.apply(plan)
+    paths = [lineage.live_path(kind) for kind in KINDS] + ["/etc/shadow", "/etc/hostname"]
+    for name in (SERVICE_USER, OTHER_USER):
+        ids = grants.identity(grants.resolve([name], [])[0])
+        groups_before = os.getgroups()
+        assert _can_read_switched(paths, *ids) == _can_read_forked(paths, *ids)
+        assert os.getresuid() == (0, 0, 0) and os.getresgid()[1] == 0
+        assert os.getgroups() == groups_before
+    assert grants.can_read(paths, *grants.identity(grants.resolve([SERVICE_USER], [])[0]))[:4] \
+        == [True] * 4
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    try:  # another thread: the check runs in a child instead
+        assert grants.can_read(paths[:1], grants.OUTSIDER_UID, grants.OUTSIDER_GID, []) \
+            == [False]
+    finally:
+        stop.set()
+        worker.join()
