@@ -8,6 +8,8 @@
 # make deb   - dist/python3-certbot-wwu_VERSION_all.deb (dh-python/pybuild)
 # make docs  - the Sphinx docs (HTML) and the man page, warnings are errors
 # make faults - the long fault suite: hundreds of kills, long property runs
+# make bench - what certbot-wwu costs against certbot alone and against the
+#              manual recipe (benchmarks/RESULTS.md has one run)
 # make cluster-test - real peers in network namespaces with sshd (shared
 #              account, push and remote deploy, a peer down and caught up)
 PYTHON ?= python3
@@ -20,7 +22,7 @@ REQS   = certbot pylibacl pytest hypothesis sphinx setuptools
 REQS36 = certbot==1.22.0 acme==1.22.0 josepy==1.13.0 pyOpenSSL==23.1.1 \
          cryptography==40.0.2 'pylibacl<0.7' pytest hypothesis setuptools
 
-.PHONY: setup test test-py36 demo clean docs faults cluster-test
+.PHONY: setup test test-py36 demo clean docs faults cluster-test bench
 
 setup:
 	scripts/setup-host
@@ -41,6 +43,9 @@ docs: setup
 	$(VENV)/bin/sphinx-build -W -q -b html docs docs/_build/html
 	$(VENV)/bin/sphinx-build -W -q -b man docs docs/_build/man
 	@echo "docs: docs/_build/html/index.html, docs/_build/man/certbot-wwu.1"
+
+bench: setup
+	$(VENV)/bin/python benchmarks/run.py
 
 cluster-test: setup
 	scripts/setup-cluster-test
