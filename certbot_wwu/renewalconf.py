@@ -87,7 +87,8 @@ def installer_units(path: str) -> FrozenSet[str]:
     if path not in _UNITS:
         import configobj
         try:
-            params = configobj.ConfigObj(path, encoding="utf-8").get("renewalparams", {})
+            params = configobj.ConfigObj(path, encoding="utf-8",
+                                         interpolation=False).get("renewalparams", {})
             units = frozenset()  # type: FrozenSet[str]
             if params.get("installer") == INSTALLER:
                 units = frozenset(unit_name(u) for u in split_list(
@@ -103,7 +104,8 @@ def stored(path: str) -> Tuple[Optional[str], Dict[str, Any]]:
     (``None``/``True``/``False`` as Python values, anything else as stored)."""
     import configobj
     try:
-        params = configobj.ConfigObj(path, encoding="utf-8").get("renewalparams", {})
+        params = configobj.ConfigObj(path, encoding="utf-8",
+                                     interpolation=False).get("renewalparams", {})
     except (OSError, configobj.ConfigObjError) as err:
         raise LineageError("Cannot parse the renewal configuration {}: {}".format(
             path, " ".join(str(err).split()).rstrip(".") + "."))
@@ -111,6 +113,11 @@ def stored(path: str) -> Tuple[Optional[str], Dict[str, Any]]:
         raise LineageError("There is no renewal configuration {}; is the "
                            "certificate name right?".format(path))
     literal = {"None": None, "True": True, "False": False}
-    values = {key[len(PREFIX):]: literal.get(value, value) if isinstance(value, str)
-              else value for key, value in params.items() if key.startswith(PREFIX)}
-    return params.get("installer"), values
+    try:
+        values = {key[len(PREFIX):]: literal.get(value, value) if isinstance(value, str)
+                  else value for key, value in params.items() if key.startswith(PREFIX)}
+        installer = params.get("installer")
+    except configobj.ConfigObjError as err:
+        raise LineageError("Cannot read the renewal configuration {}: {}".format(
+            path, " ".join(str(err).split()).rstrip(".") + "."))
+    return installer, values

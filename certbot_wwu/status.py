@@ -110,7 +110,8 @@ def read_renewal_conf(path: str) -> Dict[str, Any]:
     """``[renewalparams]`` of a renewal conf (StatusError if unreadable)."""
     import configobj
     try:
-        conf = configobj.ConfigObj(path, encoding="utf-8", file_error=True)
+        conf = configobj.ConfigObj(path, encoding="utf-8", file_error=True,
+                                   interpolation=False)
     except (OSError, configobj.ConfigObjError, UnicodeDecodeError) as err:
         raise StatusError("Cannot read the renewal configuration {}: {}.".format(
             path, getattr(err, "strerror", None) or err))

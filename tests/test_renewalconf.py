@@ -284,3 +284,13 @@ def test_attach_to_a_real_certbot_conf(lineage_dir):
     assert conf["renewalparams"]["authenticator"] == "standalone"
     assert attach(path, {"user": "svc,svc2", "unit": "web.service",
                          "action": "restart"}) is False
+
+
+def test_stored_values_are_read_without_interpolation(tmp_path):
+    """configobj would expand '%(...)s' (and raise on a missing name)."""
+    path = tmp_path / "x.conf"
+    path.write_text("[renewalparams]\ninstaller = wwu-acl\nwwu_acl_user = %()s\n"
+                    "wwu_acl_unit = %(name)s\n")
+    installer, values = renewalconf.stored(str(path))
+    assert installer == "wwu-acl"
+    assert values == {"user": "%()s", "unit": "%(name)s"}
