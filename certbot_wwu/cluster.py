@@ -101,8 +101,6 @@ _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@/-]*\Z")
 _SSH_OPTION = re.compile(r"^([A-Za-z][A-Za-z0-9]*)=(\S.*)\Z")
 _BAD = re.compile(r"[\x00-\x1f\x7f]")
-_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True,
-             "no": False, "false": False, "off": False, "0": False}
 _TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]*\]|[^:\[\]@\s]+)"
                      r"(?::(?P<port>[^:]*))?\Z")
 
@@ -220,13 +218,6 @@ def _seconds(low: int, high: int):
     return check
 
 
-def _boolean(value: str) -> bool:
-    try:
-        return _BOOLEANS[value.strip().lower()]
-    except KeyError:
-        raise ValueError("{!r} is not yes or no".format(value))
-
-
 def _share(value: str) -> Tuple[str, ...]:
     items = [i for i in re.split(r"[,\s]+", value.strip().lower()) if i]
     for item in items:
@@ -258,7 +249,7 @@ _CHECKS = {
     "command_timeout": _seconds(10, 86400),
     "remote_command": _command,
     "rsync_path": _command,
-    "sudo": _boolean,
+    "sudo": presets.parse_boolean,
     "config_dir": lambda v: _path(v, "directory"),
     "share": _share,
     "name": _origin_name,

@@ -402,7 +402,8 @@ def _check_regex(value: str) -> str:
     return value
 
 
-def _check_boolean(value: str) -> bool:
+def parse_boolean(value: str) -> bool:
+    """yes/no, true/false, on/off, 1/0 as site files write them."""
     try:
         return _BOOLEANS[value.strip().lower()]
     except KeyError:
@@ -536,7 +537,7 @@ def _preset(path: str, section: str, name: str, values: Any,
         if key not in KEYS:
             raise fail(key, "unknown key; use {}".format(", ".join(KEYS)))
     try:
-        override = _check_boolean(values.get("override", "no"))
+        override = parse_boolean(values.get("override", "no"))
     except ValueError as err:
         raise fail("override", str(err))
     if name in builtins and not override:
@@ -552,8 +553,8 @@ def _preset(path: str, section: str, name: str, values: Any,
         base = builtins[inherit]
     preset = base.copy(name, path)
     checks = (("server", _https_url), ("server_pattern", _check_regex),
-              ("server_example", str), ("eab_required", _check_boolean),
-              ("email_required", _check_boolean), ("prevalidated", _check_boolean),
+              ("server_example", str), ("eab_required", parse_boolean),
+              ("email_required", parse_boolean), ("prevalidated", parse_boolean),
               ("issuance_timeout", _check_timeout), ("proxy", _check_proxy),
               ("no_proxy", _check_no_proxy))
     for key, check in checks:

@@ -98,6 +98,15 @@ def systemctl(scratch):
 
 
 @pytest.fixture
+def recorder(tmp_path, monkeypatch):
+    """The recording systemctl first on PATH of this process (unit tests)."""
+    systemctl = RecordingSystemctl(os.path.join(str(tmp_path), "systemctl"))
+    for name, value in systemctl.env().items():
+        monkeypatch.setenv(name, value)
+    return systemctl
+
+
+@pytest.fixture
 def certbot(scratch, pebble, systemctl, accounts):
     """Real certbot with a fresh config tree and an EAB-registered account."""
     bot = Certbot(scratch, pebble, systemctl)

@@ -16,7 +16,6 @@ from certbot_wwu.state import State
 from tests.support.host import (KEY_GROUP, KEY_GROUP_MEMBER, OTHER_USER,
                                 READER_GROUP, READER_MEMBER, SECOND_USER,
                                 SERVICE_USER, getfacl, read_as)
-from tests.support.systemd import RecordingSystemctl
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="needs root (real users and ACLs)")
@@ -41,13 +40,6 @@ def setfacl(*args):
 def lineage(lineage_dir, accounts):
     return Lineage(lineage_dir, "unit")
 
-
-@pytest.fixture
-def recorder(tmp_path, monkeypatch):
-    systemctl = RecordingSystemctl(os.path.join(str(tmp_path), "systemctl"))
-    for name, value in systemctl.env().items():
-        monkeypatch.setenv(name, value)
-    return systemctl
 
 
 def open_roots(lineage):

@@ -7,15 +7,7 @@ import pytest
 from certbot_wwu import service
 from certbot_wwu.errors import ServiceError, SettingsError
 from certbot_wwu.settings import ACTIONS
-from tests.support.systemd import RecordingSystemctl
 
-
-@pytest.fixture
-def recorder(tmp_path, monkeypatch):
-    systemctl = RecordingSystemctl(os.path.join(str(tmp_path), "systemctl"))
-    for name, value in systemctl.env().items():
-        monkeypatch.setenv(name, value)
-    return systemctl
 
 
 @pytest.mark.parametrize("action", [a for a in ACTIONS if a not in ("none", "auto")])

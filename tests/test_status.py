@@ -20,7 +20,6 @@ from certbot_wwu.settings import Settings
 from tests.e2e.snapshot import snapshot
 from tests.support.host import READER_GROUP, SERVICE_USER
 from tests.support.pebble import free_port
-from tests.support.systemd import RecordingSystemctl
 from tests.test_timer import make_root
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
@@ -92,13 +91,6 @@ def statuses(document, name, item):
 def lineage(lineage_dir, accounts):
     return Lineage(lineage_dir, "unit")
 
-
-@pytest.fixture
-def recorder(tmp_path, monkeypatch):
-    systemctl = RecordingSystemctl(os.path.join(str(tmp_path), "systemctl"))
-    for name, value in systemctl.env().items():
-        monkeypatch.setenv(name, value)
-    return systemctl
 
 
 @pytest.fixture
