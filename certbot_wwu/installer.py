@@ -13,7 +13,9 @@ renewal conf. Errors are raised where we act, as PluginError with one
 sentence, so they reach certbot's exit code.
 """
 import functools
+import glob
 import logging
+import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from certbot import errors, interfaces
@@ -143,9 +145,8 @@ class Installer(common.Installer, interfaces.RenewDeployer,
     def generic_updates(self, lineage: Any, *args: Any, **kwargs: Any) -> None:
         if self.config.dry_run:
             return
-        from certbot_wwu import deploy
+        from certbot_wwu import batch, deploy
         from certbot_wwu.lineage import Lineage
-        from certbot_wwu import batch
         target = Lineage.from_live_path(lineage.cert_path)
         deploy.secure_key(target)
         settings = self._settings()
@@ -171,8 +172,6 @@ class Installer(common.Installer, interfaces.RenewDeployer,
         (certbot goes through renewal/*.conf in sorted order)."""
         if self.config.certname:
             return set()
-        import glob
-        import os
         from certbot_wwu.renewalconf import installer_units
         confs = sorted(glob.glob(os.path.join(current.config_dir, "renewal", "*.conf")))
         later = set()  # type: set
