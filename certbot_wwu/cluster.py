@@ -781,8 +781,7 @@ def _save_record(lineage: Lineage, record: Dict[str, Dict[str, Any]]) -> None:
 
 
 def _private_dir(path: str) -> None:
-    if not os.path.isdir(path):
-        os.makedirs(path, 0o700)
+    os.makedirs(path, 0o700, exist_ok=True)
 
 
 @contextlib.contextmanager

@@ -68,9 +68,7 @@ class State(object):
         crash only makes the next deployment sweep the archive once."""
         if self.known and self._data() == self._saved:
             return
-        directory = os.path.dirname(self.path)
-        if not os.path.isdir(directory):
-            os.makedirs(directory, 0o700)
+        os.makedirs(os.path.dirname(self.path), 0o700, exist_ok=True)
         write_atomic(self.path, json.dumps(self._data(), sort_keys=True) + "\n",
                      0o600, durable=False)
         self.known = True
@@ -82,8 +80,7 @@ def lineage_lock(lineage: Lineage) -> Iterator[None]:
     """One deployment of a lineage at a time (a manual install while the
     timer renews): an exclusive flock on CONFIG/wwu-acl/NAME.lock."""
     directory = os.path.join(lineage.config_dir, "wwu-acl")
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o700)
+    os.makedirs(directory, 0o700, exist_ok=True)  # a concurrent run may win
     fd = os.open(os.path.join(directory, lineage.name + ".lock"),
                  os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
