@@ -17,7 +17,7 @@ those lineages as not acted on, so the next timer run finishes the job.
 import atexit
 import logging
 import ssl
-from typing import Any, Dict, Iterable, List, Set
+from typing import Any, Dict, Iterable, List, Optional, Set
 
 from certbot_wwu import copies, service, tlscheck
 from certbot_wwu.errors import ServiceError
@@ -28,10 +28,10 @@ from certbot_wwu.state import State
 logger = logging.getLogger(__name__)
 
 
-def mark_acted(lineage: Lineage) -> None:
-    """Remember that the units saw the current version."""
+def mark_acted(lineage: Lineage, version: Optional[int] = None) -> None:
+    """Remember that the units saw ``version`` (default: the current one)."""
     state = State.load(lineage)
-    version = lineage.version()
+    version = version or lineage.version()
     if state.acted_version != version and state.known:
         state.acted_version = version
         state.save()
@@ -57,6 +57,8 @@ class Batch(object):
         self.actions = {}  # type: Dict[str, List[str]]
         self.timeouts = {}  # type: Dict[str, int]
         self.waiting = []  # type: List[list]
+        #: live directories of the waiting lineages, for has()
+        self._waiting_dirs = {}  # type: Dict[str, int]
 
     def add(self, settings: Settings, lineage: Lineage, copied: Any = None) -> None:
         """``copied``: the switch of copies (deploy.Copied) to undo on failure."""
@@ -64,12 +66,21 @@ class Batch(object):
             self.actions.setdefault(unit, []).append(settings.action)
             self.timeouts[unit] = max(self.timeouts.get(unit, 0), settings.timeout)
         self.waiting.append([settings, lineage, set(settings.units), copied])
+        self._count(lineage, 1)
+
+    def _count(self, lineage: Lineage, step: int) -> None:
+        left = self._waiting_dirs.get(lineage.live_dir, 0) + step
+        if left > 0:
+            self._waiting_dirs[lineage.live_dir] = left
+        else:
+            self._waiting_dirs.pop(lineage.live_dir, None)
 
     def units(self) -> Set[str]:
         return set(self.actions)
 
     def has(self, lineage: Lineage) -> bool:
-        return any(entry[1].live_dir == lineage.live_dir for entry in self.waiting)
+        """Whether ``lineage`` waits for its units (O(1))."""
+        return lineage.live_dir in self._waiting_dirs
 
     def flush(self, keep: Iterable[str] = ()) -> None:
         """Act on every pending unit except ``keep``; finish the lineages
@@ -103,10 +114,11 @@ class Batch(object):
                 failures.append(str(err) + (
                     " " + roll_back(settings, copied) if copied is not None else ""))
                 continue
-            mark_acted(lineage)
-            if copied is not None:
-                copies.prune(copied.dest)
+            mark_acted(lineage, copied.version if copied is not None else None)
         self.waiting = still_waiting
+        self._waiting_dirs = {}
+        for entry in still_waiting:
+            self._count(entry[1], 1)
         if failures:
             raise ServiceError(" ".join(failures))
 

@@ -4,7 +4,8 @@ Each subcommand is one ``add_NAME(subparsers)`` function that registers its
 parser with ``func=cmd_NAME``, and one handler ``cmd_NAME(args) -> int``; add
 new ones to ``SUBCOMMANDS``. Handlers raise WwuError for anything the user
 can fix: ``main`` prints it as one line (``certbot-wwu: <sentence>``), exit 1,
-without a traceback. Usage mistakes are argparse's (exit 2).
+without a traceback; any other exception also becomes one line and exit 1
+(where it happened only with --verbose). Usage mistakes are argparse's (exit 2).
 """
 import argparse
 import json
@@ -12,6 +13,7 @@ import logging
 import os
 import shlex
 import sys
+import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from certbot_wwu import (__version__, presets, register, renewalconf, settings, status,
@@ -312,15 +314,17 @@ def cmd_attach(args: argparse.Namespace) -> int:
     values = None
     if not args.detach:
         chosen = settings.Settings.from_options(_given_options(args).get)
-        grants.resolve(chosen.users, chosen.groups)
         if chosen.copy_to:
             deploy.copy_spec(chosen)
         values = chosen.to_values()
+        keep = [p.key for p in grants.resolve(chosen.users, chosen.groups)]
+        leftovers = grants.remove_stray_defaults(lineage, keep)
+        if leftovers:
+            print(leftovers)
     elif _given_options(args):
         raise UsageError("--detach takes no deployment settings.")
     backup = lineage.renewal_conf + ".certbot-wwu.bak"
-    with open(lineage.renewal_conf) as f:
-        original = f.read()
+    original = renewalconf.read(lineage.renewal_conf)
     if renewalconf.edit(original, values) == original:
         print("nothing to change in {}".format(lineage.renewal_conf))
         return 0
@@ -377,6 +381,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("{}: interrupted".format(PROG), file=sys.stderr)
         return 130
+    except Exception as err:  # pylint: disable=broad-except
+        print("{}: {}".format(PROG, _unexpected(args.command, err)), file=sys.stderr)
+        return 1
+
+
+def _unexpected(command: str, err: Exception) -> str:
+    """One sentence for a failure that is not a WwuError (a bug, or a cause
+    nobody foresaw). Where it happened goes to the --verbose log as one line:
+    never a traceback."""
+    if isinstance(err, OSError) and err.strerror:
+        cause = err.strerror + (": {}".format(err.filename) if err.filename else "")
+    else:
+        cause = "{}: {}".format(type(err).__name__, err) if str(err) \
+            else type(err).__name__
+    cause = " ".join(cause.split()).rstrip(".")
+    where = ", called from ".join(
+        "{}:{} ({})".format(os.path.basename(frame[0]), frame[1], frame[2])
+        for frame in reversed(traceback.extract_tb(err.__traceback__)))
+    logger.info("%s: %s; in %s", type(err).__name__, " ".join(str(err).split()),
+                where)
+    return ("{} failed unexpectedly ({}); run it again with --verbose to see "
+            "where.".format(command, cause))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 Layout of a destination DEST that the administrator names::
 
-    DEST/.lock                 flock'ed by one deployment at a time
     DEST/.versions/<n>/        one complete set of files per deployment
     DEST/current -> .versions/<n>
     DEST/<file> -> current/<file>   the stable paths a service is pointed at
@@ -12,27 +11,27 @@ at its final owner and mode before any byte is written, fsync'ed, verified,
 and then made current by renaming one symlink over ``DEST/current``. A
 reader that resolves ``current`` once sees the old set or the new one, never
 a mix or a partial file; combined.pem and bundle.p12 are single files and
-always consistent. The previous set stays until pruned, so a deployment can
-roll back when the service does not come back.
+always consistent. The previous set stays, so a deployment can roll back
+when the service does not come back; older ones are pruned.
 
-Destinations are checked in the spirit of sshd's StrictModes: no symlinks
-and no directory that another user could write on the way to DEST.
+Destinations follow sshd's StrictModes: DEST and every directory above it
+are root's and writable by root alone (a sticky ancestor such as /tmp is
+fine). The copy owner owns only the files it reads. Every step works
+relative to directory descriptors reached from / by that check, never to
+a path after checking it, so the service account cannot redirect root.
 """
 import contextlib
 import errno
-import fcntl
 import grp
 import ipaddress
 import json
 import os
 import pwd
 import re
-import shutil
 import stat
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from certbot_wwu.errors import CopyError
-from certbot_wwu.files import write_atomic
 
 FORMATS = ("pem", "combined", "pkcs12")
 PEM_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
@@ -40,8 +39,9 @@ COMBINED_FILE = "combined.pem"
 PKCS12_FILE = "bundle.p12"
 VERSIONS = ".versions"
 CURRENT = "current"
-LOCK_FILE = ".lock"
 CERT_MODE = 0o644
+SOURCE_FILE = "source.json"
+MAX_PASSWORD_FILE = 4096
 
 _FORMAT_FILES = {"pem": PEM_FILES, "combined": (COMBINED_FILE,),
                  "pkcs12": (PKCS12_FILE,)}
@@ -130,9 +130,9 @@ def file_names(formats: Sequence[str]) -> List[str]:
 
 def _owner(uid: int) -> str:
     try:
-        return "{} ({})".format(uid, pwd.getpwuid(uid).pw_name)
+        return "uid {} ({})".format(uid, pwd.getpwuid(uid).pw_name)
     except KeyError:
-        return str(uid)
+        return "uid {}".format(uid)
 
 
 def _os_error(what: str, path: str, err: OSError) -> CopyError:
@@ -149,87 +149,159 @@ def _os_error(what: str, path: str, err: OSError) -> CopyError:
     return CopyError("Cannot {} {}: {}.".format(what, path, remedy))
 
 
-def check_destination(dest: str, uid: int) -> None:
-    """Refuse a DEST that someone other than root or ``uid`` could redirect.
+def _root_only(path: str) -> str:
+    return "chown root:root {} && chmod 755 {}".format(path, path)
 
-    Every existing directory from / down to DEST must be a real directory
-    owned by root or ``uid`` and not writable by group or others, except
-    that an ancestor may be sticky (like /tmp). DEST itself may not be
-    sticky-writable: another user could plant the stable names in it.
-    """
-    dest = os.path.abspath(dest)
-    path = "/"
-    parts = [p for p in dest.split("/") if p]
-    for index in range(len(parts) + 1):
-        if index:
-            path = os.path.join(path, parts[index - 1])
-        is_dest = index == len(parts)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return
-        except OSError as err:
-            raise _os_error("examine", path, err)
-        if stat.S_ISLNK(st.st_mode):
-            raise CopyError(
-                "{} is a symbolic link, which could redirect the copies; name "
-                "the real directory {} instead.".format(path, os.path.realpath(dest)))
-        if not stat.S_ISDIR(st.st_mode):
+
+def _check_dir(fd: int, path: str, is_dest: bool) -> None:
+    """StrictModes for one directory on the way: root's, and nobody else
+    can rename or replace what is in it (a sticky ancestor is fine)."""
+    st = os.fstat(fd)
+    if st.st_uid != 0:
+        raise CopyError(
+            "{} is owned by {}, who could swap what root writes below it for a "
+            "link elsewhere; make it root's ({}) or name a copy directory "
+            "outside it.".format(path, _owner(st.st_uid), _root_only(path)))
+    if not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return
+    if not is_dest and st.st_mode & stat.S_ISVTX:
+        return
+    if is_dest and st.st_mode & stat.S_ISVTX:
+        raise CopyError(
+            "{} is a shared directory that other users can write in; name a "
+            "directory of its own below it (such as {}) for the copies.".format(
+                path, os.path.join(path, "certbot-wwu")))
+    raise CopyError(
+        "{} is writable by its group or by others, who could redirect the "
+        "copies; make it root's alone ({}).".format(path, _root_only(path)))
+
+
+def _open_dir(parent_fd: int, name: str, path: str) -> int:
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            try:
+                link = stat.S_ISLNK(os.stat(name, dir_fd=parent_fd,
+                                            follow_symlinks=False).st_mode)
+            except OSError:
+                link = False
+            if link:
+                raise CopyError(
+                    "{} is a symbolic link, which could redirect the copies; name "
+                    "the real directory instead.".format(path))
             raise CopyError("{} is not a directory; name a directory for the "
                             "copies.".format(path))
-        if st.st_uid not in (0, uid):
-            raise CopyError(
-                "{} is owned by uid {}, who could redirect the copies; make root "
-                "its owner (chown root {}).".format(path, _owner(st.st_uid), path))
-        sticky = bool(st.st_mode & stat.S_ISVTX) and not is_dest
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky:
-            raise CopyError(
-                "{} is writable by its group or by others, who could redirect the "
-                "copies; remove that (chmod go-w {}).".format(path, path))
+        raise
+
+
+def _walk(dest: str, spec: Optional["CopySpec"] = None) -> Optional[int]:
+    """fd of DEST, reached from / one checked directory at a time.
+
+    With ``spec`` a missing DEST (and missing parents, root's 0755) is made
+    and DEST gets the spec's group and mode; without, a missing DEST is None.
+    Everything after this works relative to the fd, never to the path.
+    """
+    dest = os.path.abspath(dest)
+    parts = [p for p in dest.split("/") if p]
+    fd = os.open("/", _DIR_FLAGS)
+    path = "/"
+    try:
+        _check_dir(fd, path, not parts)
+        for index, part in enumerate(parts):
+            path = os.path.join(path, part)
+            is_dest = index == len(parts) - 1
+            created = False
+            try:
+                child = _open_dir(fd, part, path)
+            except FileNotFoundError:
+                if spec is None:
+                    return None
+                try:
+                    os.mkdir(part, 0o700, dir_fd=fd)
+                    created = True
+                except FileExistsError:
+                    pass
+                child = _open_dir(fd, part, path)
+            os.close(fd)
+            fd = child
+            if created and os.fstat(fd).st_uid == 0:
+                os.fchown(fd, 0, spec.group if is_dest else 0)
+                os.fchmod(fd, spec.dir_mode if is_dest else 0o755)
+            _check_dir(fd, path, is_dest)
+        result, fd = fd, -1
+        return result
+    except OSError as err:
+        raise _os_error("reach the copy directory", path, err)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _destination(dest: str, spec: Optional["CopySpec"] = None) -> Iterator[Optional[int]]:
+    fd = _walk(dest, spec)
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def check_destination(dest: str) -> None:
+    """Refuse a DEST that anyone but root could redirect (sshd's StrictModes).
+
+    DEST and every directory above it must be root's and writable by root
+    alone; an ancestor may be sticky (like /tmp), DEST itself may not. The
+    copy owner owns only the files it reads, never a directory root writes
+    in. A DEST that does not exist yet is fine when its ancestors are.
+    """
+    with _destination(dest):
+        pass
 
 
 def prepare_destination(spec: CopySpec) -> None:
     """Check DEST and create it if missing (root:group, no write for others)."""
-    check_destination(spec.dest, spec.uid)
-    missing = []
-    path = spec.dest
-    while not os.path.lexists(path):
-        missing.insert(0, path)
-        path = os.path.dirname(path)
-    try:
-        for path in missing:
-            os.mkdir(path, 0o700)
-            if path == spec.dest:
-                os.chown(path, 0, spec.group)
-                os.chmod(path, spec.dir_mode)
-            else:
-                os.chmod(path, 0o755)
-    except OSError as err:
-        raise _os_error("create the copy directory", path, err)
-    # again: a sticky ancestor lets someone else win the race to create it
-    check_destination(spec.dest, spec.uid)
+    with _destination(spec.dest, spec):
+        pass
 
 
-@contextlib.contextmanager
-def lock(dest: str) -> Iterator[None]:
-    """Hold an exclusive flock on DEST/.lock; waits for another holder."""
-    path = os.path.join(dest, LOCK_FILE)
+def read_password(path: str) -> bytes:
+    """The PKCS#12 password from ``path``: root's regular file, private and small.
+
+    A file the copy owner controls (or a FIFO, or a device such as
+    /dev/zero) could hang root or exhaust its memory, or hand it a password
+    someone else chose.
+    """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise CopyError("{} is a symbolic link; remove it, certbot-wwu "
-                            "creates its own lock file there.".format(path))
-        raise _os_error("open the lock file", path, err)
+        reason = ("it is a symbolic link" if err.errno == errno.ELOOP
+                  else err.strerror or str(err))
+        raise CopyError("Cannot read the PKCS#12 password file {}: {}; name root's "
+                        "own file (chmod 600).".format(path, reason))
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise CopyError("{} is not a regular file; remove it, certbot-wwu "
-                            "creates its own lock file there.".format(path))
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            problem = "is not a regular file"
+        elif st.st_uid != 0:
+            problem = "is owned by {}, not root".format(_owner(st.st_uid))
+        elif st.st_mode & 0o077:
+            problem = "can be read or written by its group or others (mode {:04o})".format(
+                stat.S_IMODE(st.st_mode))
+        elif st.st_size > MAX_PASSWORD_FILE:
+            problem = "is larger than {} bytes".format(MAX_PASSWORD_FILE)
+        else:
+            problem = ""
+        if problem:
+            raise CopyError(
+                "The PKCS#12 password file {} {}; it must be root's private regular "
+                "file (chown root:root {} && chmod 600 {}).".format(path, problem, path, path))
+        data = os.read(fd, MAX_PASSWORD_FILE + 1)
     finally:
         os.close(fd)
+    return data[:MAX_PASSWORD_FILE].rstrip(b"\r\n")
 
 
 # --- material ----------------------------------------------------------------
@@ -359,14 +431,6 @@ def _contents(spec: CopySpec, material: Dict[str, bytes],
 
 # --- versions ----------------------------------------------------------------
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, _DIR_FLAGS)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _create(dir_fd: int, name: str, uid: int, gid: int, mode: int) -> int:
     """A new empty file, already at its final owner and mode; returns its fd.
 
@@ -400,15 +464,10 @@ def _numbers(entries: Sequence[str]) -> List[int]:
     return sorted(int(e) for e in entries if e.isdigit() and e == str(int(e)))
 
 
-def _open_versions(dest: str, spec: Optional[CopySpec]) -> int:
-    """fd of DEST/.versions, created when ``spec`` is given; checked root-owned."""
+def _open_versions(dest_fd: int, dest: str, spec: Optional[CopySpec]) -> Optional[int]:
+    """fd of DEST/.versions, created when ``spec`` is given (else None when
+    missing); checked to be root's own directory."""
     path = os.path.join(dest, VERSIONS)
-    try:
-        dest_fd = os.open(dest, _DIR_FLAGS)
-    except OSError as err:
-        raise CopyError("Cannot open the copy directory {} ({}); run "
-                        "prepare_destination first or name a real directory."
-                        .format(dest, err.strerror or err))
     try:
         if spec is not None:
             try:
@@ -416,13 +475,13 @@ def _open_versions(dest: str, spec: Optional[CopySpec]) -> int:
             except FileExistsError:
                 pass
         fd = os.open(VERSIONS, _DIR_FLAGS, dir_fd=dest_fd)
+    except FileNotFoundError:
+        return None
     except OSError as err:
         if err.errno in (errno.ELOOP, errno.ENOTDIR):
             raise CopyError("{} is not a directory; remove it, certbot-wwu keeps "
                             "its versions there.".format(path))
         raise _os_error("open", path, err)
-    finally:
-        os.close(dest_fd)
     st = os.fstat(fd)
     if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         os.close(fd)
@@ -439,11 +498,29 @@ def _open_versions(dest: str, spec: Optional[CopySpec]) -> int:
     return fd
 
 
-def write_version(spec: CopySpec, material: Dict[str, bytes],
-                  names: Sequence[str]) -> str:
+def _remove_version(versions_fd: int, name: str) -> None:
+    """Remove one version directory and the files in it, through fds only."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=versions_fd)
+    except FileNotFoundError:
+        return
+    try:
+        for entry in os.listdir(fd):
+            try:
+                os.unlink(entry, dir_fd=fd)
+            except IsADirectoryError:
+                os.rmdir(entry, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=versions_fd)
+
+
+def write_version(spec: CopySpec, material: Dict[str, bytes], names: Sequence[str],
+                  source: Optional[Dict[str, object]] = None) -> str:
     """Write a complete, verified set into a fresh DEST/.versions/<n>.
 
-    ``material`` holds the PEM bytes of cert, chain, fullchain and privkey.
+    ``material`` holds the PEM bytes of cert, chain, fullchain and privkey;
+    ``source`` records what the set was made from (see :func:`current_source`).
     Nothing is current until :func:`switch`. Returns the version directory.
     """
     if "pkcs12" in spec.formats and spec.p12_password is None:
@@ -452,54 +529,59 @@ def write_version(spec: CopySpec, material: Dict[str, bytes],
                         .format(spec.dest))
     verify_material(material["cert"], material["chain"], material["privkey"], names)
     contents = _contents(spec, material, names)
-    versions_fd = _open_versions(spec.dest, spec)
-    created = ""
-    try:
-        number = (_numbers(os.listdir(versions_fd)) or [0])[-1] + 1
-        while True:
-            try:
-                os.mkdir(str(number), 0o700, dir_fd=versions_fd)
-                break
-            except FileExistsError:
-                number += 1
-        created = os.path.join(spec.dest, VERSIONS, str(number))
-        version_fd = os.open(str(number), _DIR_FLAGS, dir_fd=versions_fd)
+    with _destination(spec.dest, spec) as dest_fd:
+        versions_fd = _open_versions(dest_fd, spec.dest, spec)
+        created = ""
         try:
-            os.fchown(version_fd, 0, spec.group)
-            os.fchmod(version_fd, spec.dir_mode)
-            for name, data, mode in contents:
-                _write_file(version_fd, name, data, spec.uid, spec.group, mode)
-            os.fsync(version_fd)
+            number = (_numbers(os.listdir(versions_fd)) or [0])[-1] + 1
+            while True:
+                try:
+                    os.mkdir(str(number), 0o700, dir_fd=versions_fd)
+                    break
+                except FileExistsError:
+                    number += 1
+            created = str(number)
+            version_fd = os.open(created, _DIR_FLAGS, dir_fd=versions_fd)
+            try:
+                os.fchown(version_fd, 0, spec.group)
+                os.fchmod(version_fd, spec.dir_mode)
+                for name, data, mode in contents:
+                    _write_file(version_fd, name, data, spec.uid, spec.group, mode)
+                if source is not None:
+                    _write_file(version_fd, SOURCE_FILE, json.dumps(
+                        source, sort_keys=True).encode() + b"\n", 0, 0, CERT_MODE)
+                os.fsync(version_fd)
+            finally:
+                os.close(version_fd)
+            os.fsync(versions_fd)
+        except BaseException as err:
+            if created:
+                try:
+                    _remove_version(versions_fd, created)
+                except OSError:
+                    pass
+            if isinstance(err, OSError):
+                raise _os_error("write the copies into",
+                                os.path.join(spec.dest, VERSIONS, created), err)
+            raise
         finally:
-            os.close(version_fd)
-        os.fsync(versions_fd)
-    except OSError as err:
-        if created:
-            shutil.rmtree(created, ignore_errors=True)
-        raise _os_error("write the copies into", created or spec.dest, err)
-    except BaseException:
-        if created:
-            shutil.rmtree(created, ignore_errors=True)
-        raise
-    finally:
-        os.close(versions_fd)
-    return created
+            os.close(versions_fd)
+    return os.path.join(spec.dest, VERSIONS, created)
 
 
-def _version_of(dest: str, target: str) -> Optional[str]:
-    """DEST/.versions/<n> for a link target ``.versions/<n>``, else None."""
+def _version_name(target: str) -> Optional[str]:
+    """<n> for a link target ``.versions/<n>``, else None."""
     parts = target.split("/")
     if len(parts) == 2 and parts[0] == VERSIONS and _numbers(parts[1:]):
-        return os.path.join(dest, VERSIONS, parts[1])
+        return parts[1]
     return None
 
 
-def current_version(dest: str) -> Optional[str]:
-    """The version directory DEST/current points at, or None."""
-    dest = os.path.abspath(dest)
+def _current(dest_fd: int, dest: str) -> Optional[str]:
+    """The version name DEST/current points at, or None."""
     path = os.path.join(dest, CURRENT)
     try:
-        target = os.readlink(path)
+        target = os.readlink(CURRENT, dir_fd=dest_fd)
     except FileNotFoundError:
         return None
     except OSError as err:
@@ -507,86 +589,122 @@ def current_version(dest: str) -> Optional[str]:
             target = ""
         else:
             raise _os_error("read", path, err)
-    version = _version_of(dest, target)
-    if version is None:
+    name = _version_name(target)
+    if name is None:
         raise CopyError("{} is not a link certbot-wwu made (to .versions/<n>); "
                         "move it away so the copies can be switched.".format(path))
-    return version
+    return name
 
 
-def _stable_links(dest: str, files: Sequence[str]) -> List[str]:
+def current_version(dest: str) -> Optional[str]:
+    """The version directory DEST/current points at, or None."""
+    dest = os.path.abspath(dest)
+    with _destination(dest) as dest_fd:
+        name = _current(dest_fd, dest) if dest_fd is not None else None
+    return os.path.join(dest, VERSIONS, name) if name else None
+
+
+def _stable_links(dest_fd: int, dest: str, files: Sequence[str]) -> List[str]:
     """Stable names still to create; refuses anything but our own link."""
     missing = []
     for name in files:
-        path = os.path.join(dest, name)
         try:
-            target = os.readlink(path)
+            target = os.readlink(name, dir_fd=dest_fd)
         except FileNotFoundError:
             missing.append(name)
             continue
         except OSError as err:
             if err.errno != errno.EINVAL:
-                raise _os_error("read", path, err)
+                raise _os_error("read", os.path.join(dest, name), err)
             target = None
         if target != CURRENT + "/" + name:
             raise CopyError(
                 "{} exists and is not a link to {}/{}; move it away so that "
-                "certbot-wwu can manage it.".format(path, CURRENT, name))
+                "certbot-wwu can manage it.".format(os.path.join(dest, name),
+                                                    CURRENT, name))
     return missing
 
 
-def _replace_current(dest: str, target: Optional[str]) -> None:
-    path = os.path.join(dest, CURRENT)
+def _replace_current(dest_fd: int, target: Optional[str]) -> None:
     if target is None:
         try:
-            os.unlink(path)
+            os.unlink(CURRENT, dir_fd=dest_fd)
         except FileNotFoundError:
             pass
         return
     while True:
-        tmp = os.path.join(dest, ".current." + os.urandom(6).hex())
+        tmp = ".current." + os.urandom(6).hex()
         try:
-            os.symlink(target, tmp)
+            os.symlink(target, tmp, dir_fd=dest_fd)
             break
         except FileExistsError:
             continue
     try:
-        os.replace(tmp, path)
+        os.replace(tmp, CURRENT, src_dir_fd=dest_fd, dst_dir_fd=dest_fd)
     except OSError:
-        os.unlink(tmp)
+        os.unlink(tmp, dir_fd=dest_fd)
         raise
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def _switch(dest: str, version_dir: Optional[str], files: Sequence[str],
             strict: bool) -> Optional[str]:
     dest = os.path.abspath(dest)
-    target = None
+    target = name = None
     if version_dir is not None:
         version_dir = os.path.abspath(version_dir)
-        target = VERSIONS + "/" + os.path.basename(version_dir)
-        if _version_of(dest, target) != version_dir:
+        name = os.path.basename(version_dir)
+        target = VERSIONS + "/" + name
+        if _version_name(target) is None or \
+                os.path.join(dest, VERSIONS, name) != version_dir:
             raise CopyError("{} is not a version directory of {}; switch only to "
                             "what write_version returned.".format(version_dir, dest))
-        if not os.path.isdir(version_dir) or os.path.islink(version_dir):
-            raise CopyError("{} is missing; it may have been pruned, write a new "
-                            "version instead.".format(version_dir))
-        absent = [n for n in files if not os.path.lexists(os.path.join(version_dir, n))]
-        if absent and strict:
-            raise CopyError("{} has no {}; write a version with those formats "
-                            "before switching to it.".format(version_dir, ", ".join(absent)))
-    previous = current_version(dest)
-    missing = _stable_links(dest, files)
-    try:
-        for name in missing:
+    with _destination(dest) as dest_fd:
+        if dest_fd is None:
+            raise CopyError("The copy directory {} is missing; deploy again to "
+                            "write a new set.".format(dest))
+        if name is not None:
+            version_fd = None
+            versions_fd = _open_versions(dest_fd, dest, None)
             try:
-                os.symlink(CURRENT + "/" + name, os.path.join(dest, name))
-            except FileExistsError:
-                _stable_links(dest, [name])
-        _replace_current(dest, target)
-        _fsync_dir(dest)
-    except OSError as err:
-        raise _os_error("switch the copies in", dest, err)
-    return previous
+                if versions_fd is not None:
+                    version_fd = os.open(name, _DIR_FLAGS, dir_fd=versions_fd)
+            except OSError:
+                pass
+            finally:
+                if versions_fd is not None:
+                    os.close(versions_fd)
+            if version_fd is None:
+                raise CopyError("{} is missing; it may have been pruned, write a new "
+                                "version instead.".format(version_dir))
+            try:
+                absent = [n for n in files if not _exists(version_fd, n)]
+            finally:
+                os.close(version_fd)
+            if absent and strict:
+                raise CopyError("{} has no {}; write a version with those formats "
+                                "before switching to it.".format(
+                                    version_dir, ", ".join(absent)))
+        previous = _current(dest_fd, dest)
+        missing = _stable_links(dest_fd, dest, files)
+        try:
+            for link in missing:
+                try:
+                    os.symlink(CURRENT + "/" + link, link, dir_fd=dest_fd)
+                except FileExistsError:
+                    _stable_links(dest_fd, dest, [link])
+            _replace_current(dest_fd, target)
+            os.fsync(dest_fd)
+        except OSError as err:
+            raise _os_error("switch the copies in", dest, err)
+    return os.path.join(dest, VERSIONS, previous) if previous else None
 
 
 def switch(dest: str, version_dir: str, files: Sequence[str]) -> Optional[str]:
@@ -607,69 +725,109 @@ def rollback(dest: str, previous: Optional[str], files: Sequence[str]) -> None:
     _switch(dest, previous, files, strict=False)
 
 
-def prune(dest: str, keep: int = 2) -> List[str]:
-    """Remove the oldest versions beyond the newest ``keep``, never the current."""
-    if keep < 1:
-        raise CopyError("Keeping {} versions would remove the current copies; "
-                        "keep at least 1.".format(keep))
-    dest = os.path.abspath(dest)
-    current = current_version(dest)
-    if not os.path.lexists(os.path.join(dest, VERSIONS)):
+def _prunable(dest_fd: int, dest: str, versions_fd: int,
+              previous: Optional[str]) -> List[str]:
+    """Versions other than the current one and the one before it.
+
+    The one before is ``previous`` when the caller just switched away from
+    it, else the newest below the current. Sets an interrupted run wrote but
+    never made current go too: only two sets are ever readable.
+    """
+    current = _current(dest_fd, dest)
+    if current is None:
         return []
-    versions_fd = _open_versions(dest, None)
-    try:
-        numbers = _numbers(os.listdir(versions_fd))
-        removed = []
-        for number in numbers[:-keep]:
-            path = os.path.join(dest, VERSIONS, str(number))
-            if path == current:
-                continue
-            if not stat.S_ISDIR(os.lstat(path).st_mode):
-                continue
-            shutil.rmtree(path)
-            removed.append(path)
-        if removed:
-            os.fsync(versions_fd)
-    except OSError as err:
-        raise _os_error("prune old copies in", os.path.join(dest, VERSIONS), err)
-    finally:
-        os.close(versions_fd)
+    numbers = _numbers(os.listdir(versions_fd))
+    keep = {current}
+    if previous is not None:
+        keep.add(os.path.basename(previous))
+    else:
+        older = [n for n in numbers if n < int(current)]
+        if older:
+            keep.add(str(older[-1]))
+    return [str(n) for n in numbers if str(n) not in keep]
+
+
+def _leftover_links(dest_fd: int) -> List[str]:
+    """Temporary ``.current.*`` links that a killed switch left behind."""
+    return [name for name in os.listdir(dest_fd) if name.startswith(".current.")
+            and stat.S_ISLNK(os.stat(name, dir_fd=dest_fd,
+                                     follow_symlinks=False).st_mode)]
+
+
+@contextlib.contextmanager
+def _existing_versions(dest: str) -> Iterator[Tuple[Optional[int], Optional[int]]]:
+    """fds of DEST and DEST/.versions, (None, None) while either is missing."""
+    with _destination(dest) as dest_fd:
+        versions_fd = _open_versions(dest_fd, dest, None) if dest_fd is not None else None
+        try:
+            yield (dest_fd, versions_fd) if versions_fd is not None else (None, None)
+        finally:
+            if versions_fd is not None:
+                os.close(versions_fd)
+
+
+def prunable(dest: str) -> bool:
+    """Whether DEST holds more than the current and the previous set."""
+    dest = os.path.abspath(dest)
+    with _existing_versions(dest) as (dest_fd, versions_fd):
+        return versions_fd is not None and bool(
+            _prunable(dest_fd, dest, versions_fd, None) or _leftover_links(dest_fd))
+
+
+def prune(dest: str, previous: Optional[str] = None) -> List[str]:
+    """Remove every version but the current one and the one before it
+    (``previous`` when given); returns the removed version directories."""
+    dest = os.path.abspath(dest)
+    removed = []  # type: List[str]
+    with _existing_versions(dest) as (dest_fd, versions_fd):
+        if versions_fd is None:
+            return removed
+        try:
+            for name in _prunable(dest_fd, dest, versions_fd, previous):
+                _remove_version(versions_fd, name)
+                removed.append(os.path.join(dest, VERSIONS, name))
+            for name in _leftover_links(dest_fd):
+                os.unlink(name, dir_fd=dest_fd)
+            if removed:
+                os.fsync(versions_fd)
+        except OSError as err:
+            raise _os_error("prune old copies in", os.path.join(dest, VERSIONS), err)
     return removed
 
 
 # --- what a version holds ----------------------------------------------------
 
-SOURCE_FILE = "source.json"
-
-
-def write_source(version_dir: str, source: Dict[str, object]) -> None:
-    """Record what a version was made from, so a later run can tell whether
-    the current copies are still what the settings and the lineage ask for."""
-    write_atomic(os.path.join(version_dir, SOURCE_FILE),
-                 json.dumps(source, sort_keys=True) + "\n", 0o644)
-
-
 def current_source(dest: str) -> Optional[Dict[str, object]]:
-    current = current_version(dest)
-    if current is None:
-        return None
-    try:
-        with open(os.path.join(current, SOURCE_FILE)) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
+    """What the current set was made from (None: unknown or no set), so a
+    later run can tell whether the copies are still what the settings and
+    the lineage ask for, and which lineage the directory serves."""
+    dest = os.path.abspath(dest)
+    with _destination(dest) as dest_fd:
+        name = _current(dest_fd, dest) if dest_fd is not None else None
+        if name is None:
+            return None
+        try:
+            fd = os.open(os.path.join(VERSIONS, name, SOURCE_FILE),
+                         os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dest_fd)
+            with os.fdopen(fd, "rb") as f:
+                data = json.loads(f.read(65536).decode("utf-8"))
+        except (OSError, ValueError):
+            return None
     return data if isinstance(data, dict) else None
 
 
 def intact(spec: CopySpec) -> bool:
     """Every stable file resolves to a regular file with its owner and mode."""
-    for name in file_names(spec.formats):
-        try:
-            st = os.stat(os.path.join(spec.dest, name))
-        except OSError:
+    with _destination(spec.dest) as dest_fd:
+        if dest_fd is None:
             return False
-        mode = spec.key_mode if name in _KEY_FILES else CERT_MODE
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != spec.uid \
-                or st.st_gid != spec.group or stat.S_IMODE(st.st_mode) != mode:
-            return False
+        for name in file_names(spec.formats):
+            try:
+                st = os.stat(name, dir_fd=dest_fd)
+            except OSError:
+                return False
+            mode = spec.key_mode if name in _KEY_FILES else CERT_MODE
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != spec.uid \
+                    or st.st_gid != spec.group or stat.S_IMODE(st.st_mode) != mode:
+                return False
     return True

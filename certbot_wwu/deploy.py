@@ -3,29 +3,33 @@
 Used by the certbot installer and by the ``certbot-wwu`` command alike.
 """
 import grp
+import hashlib
 import logging
 import os
 import pwd
 import ssl
 from typing import Dict, List, Optional
 
-from certbot_wwu import copies, grants, tlscheck
+from certbot_wwu import copies, grants, locks, tlscheck
 from certbot_wwu.batch import Batch
 from certbot_wwu.errors import CopyError
 from certbot_wwu.lineage import KINDS, Lineage
-from certbot_wwu.settings import Settings
-from certbot_wwu.state import State, lineage_lock
+from certbot_wwu.settings import DEFAULT_TIMEOUT, Settings
+from certbot_wwu.state import State, lineage_lock, state_dir
 
 logger = logging.getLogger(__name__)
 
 
 class Copied(object):
-    """A switch of copies that a failed unit action can undo."""
+    """A switch of copies (to lineage version ``version``) that a failed unit
+    action can undo."""
 
-    def __init__(self, dest: str, previous: Optional[str], files: List[str]) -> None:
+    def __init__(self, dest: str, previous: Optional[str], files: List[str],
+                 version: int) -> None:
         self.dest = dest
         self.previous = previous
         self.files = files
+        self.version = version
 
 
 class Report(object):
@@ -43,10 +47,12 @@ class Report(object):
         self.lines.append(line)
 
 
-def _plan(settings: Settings, lineage: Lineage, state: State):
+def _plan(settings: Settings, lineage: Lineage, state: State,
+          principals: Optional[List[grants.Principal]] = None):
     files = lineage.current()
     version = lineage.version(files)
-    principals = grants.resolve(settings.users, settings.groups)
+    if principals is None:
+        principals = grants.resolve(settings.users, settings.groups)
     keys = {p.key for p in principals}
     old_keys = {("u" if kind == "user" else "g", pid)
                 for kind, _, pid in state.principals}
@@ -69,9 +75,9 @@ def secure_key(lineage: Lineage) -> None:
     files = lineage.current()
     version = lineage.version(files)
     if grants.secure_key(files["privkey"], grants.key_group_intent(lineage, version)):
-        logger.info("%s: reset the owning group's access to %s, which "
-                    "certbot had copied from the previous key's ACL mask",
-                    lineage.name, files["privkey"])
+        logger.info("%s: reset the owning group's access to %s (certbot had "
+                    "copied the previous key's ACL mask) and kept masked entries "
+                    "masked", lineage.name, files["privkey"])
 
 
 def copy_spec(settings: Settings) -> copies.CopySpec:
@@ -89,12 +95,7 @@ def copy_spec(settings: Settings) -> copies.CopySpec:
                         "or correct --wwu-acl-copy-owner.".format(group))
     password = None
     if settings.p12_password_file:
-        try:
-            with open(settings.p12_password_file, "rb") as f:
-                password = f.read().rstrip(b"\r\n")
-        except OSError as err:
-            raise CopyError("Cannot read the PKCS#12 password file {}: {}.".format(
-                settings.p12_password_file, err.strerror or err))
+        password = copies.read_password(settings.p12_password_file)
         if not password and not settings.p12_empty_password:
             raise CopyError("The PKCS#12 password file {} is empty; write a "
                             "password into it, or ask for a bundle without one "
@@ -104,7 +105,7 @@ def copy_spec(settings: Settings) -> copies.CopySpec:
         password = b""
     spec = copies.CopySpec(settings.copy_to, uid, gid, settings.copy_mode,
                            settings.copy_formats, password)
-    copies.check_destination(spec.dest, spec.uid)
+    copies.check_destination(spec.dest)
     return spec
 
 
@@ -121,54 +122,98 @@ def copies_current(spec: copies.CopySpec, lineage: Lineage,
             and copies.intact(spec))
 
 
-def write_copies(spec: copies.CopySpec, lineage: Lineage,
-                 files: Dict[str, str]) -> Optional[Copied]:
-    """A fresh, verified set made current in one rename (None: already current)."""
-    copies.prepare_destination(spec)
-    with copies.lock(spec.dest):
+def _refuse_other_lineage(spec: copies.CopySpec, lineage: Lineage) -> None:
+    """One lineage per copy directory: two would flip the copies between
+    them on every timer run."""
+    source = copies.current_source(spec.dest)
+    other = source.get("lineage") if source else None
+    if other and other != lineage.live_dir:
+        raise CopyError(
+            "The copy directory {} already holds the copies of {}; one directory "
+            "serves one certificate, so name another --wwu-acl-copy-to for {} (or "
+            "empty {} if {} no longer uses it).".format(
+                spec.dest, other, lineage.name, spec.dest, other))
+
+
+def _copies_lock(spec: copies.CopySpec, lineage: Lineage, timeout: float):
+    """Root's lock for one copy directory (never a file in DEST, which the
+    copy owner could hold to stall every renewal)."""
+    name = "copies-{}.lock".format(
+        hashlib.sha256(spec.dest.encode("utf-8", "surrogateescape")).hexdigest()[:16])
+    return locks.exclusive(state_dir(lineage), name, timeout,
+                           "Writing copies to " + spec.dest)
+
+
+def write_copies(spec: copies.CopySpec, lineage: Lineage, files: Dict[str, str],
+                 timeout: float = DEFAULT_TIMEOUT) -> Optional[Copied]:
+    """A fresh, verified set made current in one rename (None: already
+    current); every older set but the previous one is pruned either way."""
+    with _copies_lock(spec, lineage, timeout):
+        copies.prepare_destination(spec)
+        _refuse_other_lineage(spec, lineage)
         if copies_current(spec, lineage, files):
+            copies.prune(spec.dest)
             return None
         material = {}
         for kind in KINDS:
             with open(files[kind], "rb") as f:
                 material[kind] = f.read()
-        version_dir = copies.write_version(spec, material, lineage.names())
-        copies.write_source(version_dir, _source(spec, lineage, files))
+        version_dir = copies.write_version(spec, material, lineage.names(),
+                                           _source(spec, lineage, files))
         names = copies.file_names(spec.formats)
         previous = copies.switch(spec.dest, version_dir, names)
-        return Copied(spec.dest, previous, names)
+        copies.prune(spec.dest, previous)
+        return Copied(spec.dest, previous, names, lineage.version(files))
 
 
 def deploy(settings: Settings, lineage: Lineage, dry_run: bool = False) -> Report:
     """Grant exactly the configured principals read access to the current
-    files and/or write current copies. Callers run :func:`secure_key` first."""
-    state = State.load(lineage)
-    files = lineage.current()
-    version = lineage.version(files)
-    report = Report(lineage, version)
-    with_acl = bool(settings.users or settings.groups or state.principals)
-    plan, principals = None, []  # type: Optional[grants.Plan], list
-    if with_acl:
-        plan, principals, _ = _plan(settings, lineage, state)
+    files and/or write current copies. Callers run :func:`secure_key` first.
+
+    Everything the deployment acts on (state, current version, plan, copy
+    source) is read under the lineage lock: a deployment that waited for a
+    renewal deploys what is current when it gets the lock.
+    """
     spec = copy_spec(settings) if settings.copy_to else None
     if dry_run:
-        for line in plan.describe() if plan else []:
-            report.add("would " + line)
-        if spec is not None and not copies_current(spec, lineage, files):
-            report.add("would write {} to {} (owner uid {}, key mode {:04o})".format(
-                ", ".join(copies.file_names(spec.formats)), spec.dest, spec.uid,
-                spec.key_mode))
-        return report
-    if plan is not None:
-        grants.check_supported(os.path.dirname(plan.key))
-    with lineage_lock(lineage):
-        if plan is not None:
+        return _dry_run(settings, lineage, spec)
+    configured = grants.resolve(settings.users, settings.groups)
+    if configured:
+        grants.check_supported(lineage.archive_dir)
+    with lineage_lock(lineage, settings.timeout):
+        state = State.load(lineage)
+        files = lineage.current()
+        version = lineage.version(files)
+        report = Report(lineage, version)
+        leftovers = grants.remove_stray_defaults(lineage, [p.key for p in configured])
+        if leftovers:
+            report.add(leftovers)
+        if configured or state.principals:
+            plan, principals, _ = _plan(settings, lineage, state, configured)
+            if not configured:
+                grants.check_supported(os.path.dirname(plan.key))
             _grant(plan, principals, lineage, state, version, report)
         if spec is not None:
-            report.copied = write_copies(spec, lineage, files)
+            report.copied = write_copies(spec, lineage, files, settings.timeout)
             if report.copied:
                 report.add("wrote copies of version {} to {}".format(version, spec.dest))
         state.save()
+    return report
+
+
+def _dry_run(settings: Settings, lineage: Lineage,
+             spec: Optional[copies.CopySpec]) -> Report:
+    state = State.load(lineage)
+    files = lineage.current()
+    report = Report(lineage, lineage.version(files))
+    if settings.users or settings.groups or state.principals:
+        plan, _, _ = _plan(settings, lineage, state)
+        for line in plan.describe():
+            report.add("would " + line)
+    if spec is not None and not copies_current(spec, lineage, files):
+        report.add("would write {} to {} (owner uid {}, key mode {:04o})".format(
+            ", ".join(copies.file_names(spec.formats)), spec.dest, spec.uid,
+            spec.key_mode))
     return report
 
 
@@ -193,6 +238,9 @@ def needs_deploy(settings: Settings, lineage: Lineage) -> bool:
     state = State.load(lineage)
     if not state.known:
         return True
+    configured = grants.resolve(settings.users, settings.groups)
+    if grants.stray_defaults(lineage, [p.key for p in configured]):
+        return True
     if settings.users or settings.groups or state.principals:
         plan, principals, version = _plan(settings, lineage, state)
         if principals and state.granted != [version]:
@@ -202,7 +250,9 @@ def needs_deploy(settings: Settings, lineage: Lineage) -> bool:
         if grants.missing(plan):
             return True
     if settings.copy_to:
-        return not copies_current(copy_spec(settings), lineage, lineage.current())
+        spec = copy_spec(settings)
+        return (not copies_current(spec, lineage, lineage.current())
+                or copies.prunable(spec.dest))
     return False
 
 
@@ -218,18 +268,19 @@ def act(settings: Settings, lineage: Lineage, copied: Optional[Copied] = None) -
     one.flush()
 
 
-def redeploy_if_drifted(settings: Settings, lineage: Lineage) -> bool:
-    """Redeploy when the grants drifted since the last deployment."""
+def redeploy_if_drifted(settings: Settings, lineage: Lineage) -> Optional[Report]:
+    """Redeploy when the grants or copies drifted since the last deployment;
+    the report carries the switch of copies, so a failed unit can undo it."""
     if not needs_deploy(settings, lineage):
-        return False
-    deploy(settings, lineage)
-    logger.warning("%s: repaired the ACL grants, which had drifted since "
-                   "the last deployment", lineage.name)
-    return True
+        return None
+    report = deploy(settings, lineage)
+    logger.warning("%s: repaired the deployment, which had drifted since "
+                   "the last one", lineage.name)
+    return report
 
 
 def heal(settings: Settings, lineage: Lineage) -> None:
     """The renewal timer's check: redeploy what drifted, finish a missed action."""
-    redeploy_if_drifted(settings, lineage)
+    report = redeploy_if_drifted(settings, lineage)
     if needs_action(lineage):
-        act(settings, lineage)
+        act(settings, lineage, report.copied if report else None)

@@ -27,3 +27,7 @@ class ServiceError(WwuError):
 
 class CopyError(WwuError):
     """Copies of a certificate cannot be written or switched safely."""
+
+
+class LockError(WwuError):
+    """Another process held a lock for longer than a deployment may wait."""

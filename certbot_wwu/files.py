@@ -15,7 +15,7 @@ def write_atomic(path: str, data: str, mode: int, durable: bool = True) -> None:
                                dir=directory)
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             fd = -1
             f.write(data)
             f.flush()

@@ -15,7 +15,7 @@ import threading
 from collections import namedtuple
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from certbot_wwu.errors import GrantError
+from certbot_wwu.errors import GrantError, WwuError
 from certbot_wwu.lineage import KINDS, Lineage
 
 logger = logging.getLogger(__name__)
@@ -83,14 +83,35 @@ def _fs_error(path: str, err: OSError) -> GrantError:
 
 
 def read_acl(path: str) -> Entries:
+    """The access ACL of ``path`` (a file without one: its mode bits)."""
     posix1e = _posix1e()
-    tags = {posix1e.ACL_USER_OBJ: ("u", False), posix1e.ACL_USER: ("u", True),
-            posix1e.ACL_GROUP_OBJ: ("g", False), posix1e.ACL_GROUP: ("g", True),
-            posix1e.ACL_MASK: ("m", False), posix1e.ACL_OTHER: ("o", False)}
     try:
         acl = posix1e.ACL(file=path)
     except OSError as err:
         raise _fs_error(path, err)
+    return _entries(posix1e, acl)
+
+
+def read_default_acl(path: str) -> Entries:
+    """The default ACL of directory ``path``; empty when it has none.
+
+    Asks the kernel for the attribute first, so a directory without one
+    (every copy-only deployment, a filesystem without ACLs) needs no pylibacl.
+    """
+    if not _has_xattr(path, "system.posix_acl_default"):
+        return {}
+    posix1e = _posix1e()
+    try:
+        acl = posix1e.ACL(filedef=path)
+    except OSError as err:
+        raise _fs_error(path, err)
+    return _entries(posix1e, acl)
+
+
+def _entries(posix1e, acl) -> Entries:
+    tags = {posix1e.ACL_USER_OBJ: ("u", False), posix1e.ACL_USER: ("u", True),
+            posix1e.ACL_GROUP_OBJ: ("g", False), posix1e.ACL_GROUP: ("g", True),
+            posix1e.ACL_MASK: ("m", False), posix1e.ACL_OTHER: ("o", False)}
     entries = {}  # type: Entries
     for entry in acl:
         tag, named = tags[entry.tag_type]
@@ -118,16 +139,54 @@ def write_acl(path: str, entries: Entries) -> None:
         raise _fs_error(path, err)
 
 
+def _write_default_acl(path: str, entries: Entries) -> None:
+    """Set the default ACL of ``path``, or delete it (``setfacl -k``) when
+    only base entries are left: a mask-only default would still shape the
+    mode of every file certbot creates there."""
+    posix1e = _posix1e()
+    try:
+        if any(_named(key) for key in entries):
+            posix1e.ACL(text=_text(entries)).applyto(path, posix1e.ACL_TYPE_DEFAULT)
+        else:
+            posix1e.delete_default(path)
+    except OSError as err:
+        raise _fs_error(path, err)
+
+
+def _named(key: Key) -> bool:
+    return key[0] in "ug" and key[1] is not None
+
+
 def with_mask(entries: Entries) -> Entries:
-    """Recompute the mask; a minimal ACL (no named entries) has none."""
+    """Recompute the mask; a minimal ACL (no named entries) has none.
+
+    Callers pass entries through :func:`held_back` first: the union of the
+    group class would otherwise revive what the old mask held back.
+    """
     result = {k: v for k, v in entries.items() if k[0] != "m"}
-    named = [v for (tag, q), v in result.items() if tag in "ug" and q is not None]
+    named = [v for key, v in result.items() if _named(key)]
     if named:
         mask = result.get(("g", None), 0)
         for bits in named:
             mask |= bits
         result[("m", None)] = mask
     return result
+
+
+def held_back(entries: Entries) -> Entries:
+    """Every group-class entry limited to what the mask lets it do now.
+
+    A new key inherits inert entries from a default ACL (``user:X:r-x`` under
+    a mask ``---``), and an administrator may mask an entry on purpose. Once
+    the mask is recomputed those entries would suddenly work: clamp them
+    first, so recomputing never widens anyone's access. The entries we manage
+    are set again after this.
+    """
+    mask = entries.get(("m", None))
+    if mask is None:
+        return dict(entries)
+    return {key: bits & mask if key[0] == "g" or _named(key) else bits
+            for key, bits in entries.items()}
 
 
 def effective_group(entries: Entries) -> int:
@@ -158,8 +217,12 @@ def group_access(path: str) -> int:
 
 
 def has_acl(path: str) -> bool:
+    return _has_xattr(path, "system.posix_acl_access")
+
+
+def _has_xattr(path: str, name: str) -> bool:
     try:
-        return bool(os.getxattr(path, "system.posix_acl_access"))
+        return bool(os.getxattr(path, name))
     except OSError:
         return False
 
@@ -167,8 +230,11 @@ def has_acl(path: str) -> bool:
 def secure_key(path: str, group_bits: int) -> bool:
     """Give the owning group exactly ``group_bits`` on the key; True if changed.
 
-    Needs no pylibacl while the key has no ACL yet (a fresh certbot key), so
-    the repair happens even when the rest of a deployment cannot run.
+    Entries the recomputed mask would revive are held back (see
+    :func:`held_back`): a key certbot wrote under a recipe's leftover default
+    ACL stays closed to the principal that default names. Needs no pylibacl
+    while the key has no ACL yet (a fresh certbot key), so the repair happens
+    even when the rest of a deployment cannot run.
     """
     if not has_acl(path):
         mode = os.stat(path).st_mode & 0o7777
@@ -177,11 +243,13 @@ def secure_key(path: str, group_bits: int) -> bool:
             return False
         os.chmod(path, wanted)
         return True
-    entries = read_acl(path)
-    if entries.get(("g", None)) == group_bits:
+    before = read_acl(path)
+    after = held_back(before)
+    after[("g", None)] = group_bits
+    after = with_mask(after)
+    if after == before:
         return False
-    entries[("g", None)] = group_bits
-    write_acl(path, with_mask(entries))
+    write_acl(path, after)
     return True
 
 
@@ -192,6 +260,155 @@ def check_supported(path: str) -> None:
         posix1e.ACL(file=path).applyto(path)
     except OSError as err:
         raise _fs_error(path, err)
+
+
+# --- what nobody configured: default ACL leftovers, stray access -----------------
+
+def describe(key: Key) -> str:
+    """``user NAME`` / ``group NAME`` (the number when the id has no name)."""
+    kind = "user" if key[0] == "u" else "group"
+    return "{} {}".format(kind, acl_name(key))
+
+
+def acl_name(key: Key) -> str:
+    """The qualifier as setfacl takes it: the name, else the number."""
+    try:
+        if key[0] == "u":
+            return pwd.getpwuid(key[1]).pw_name
+        return grp.getgrgid(key[1]).gr_name
+    except (KeyError, TypeError):
+        return str(key[1])
+
+
+def _lineage_dirs(lineage: Lineage) -> List[str]:
+    """live/NAME and the archive directory its links point into."""
+    try:
+        archive_dir = os.path.dirname(lineage.target("privkey"))
+    except WwuError:  # broken live links: certbot's own place for it
+        archive_dir = os.path.join(lineage.archive_root, lineage.name)
+    return [path for path in (lineage.live_dir, archive_dir) if os.path.isdir(path)]
+
+
+def stray_defaults(lineage: Lineage, keep: Iterable[Key]) -> List[Tuple[str, Key]]:
+    """(directory, principal) of every named default ACL entry on live/NAME
+    and archive/NAME for a principal not in ``keep``.
+
+    Such an entry (the recipe's ``setfacl -m d:u:X:rX``) is copied into every
+    file certbot creates there, every future private key included.
+    """
+    wanted = set(keep)
+    return [(path, key) for path in _lineage_dirs(lineage)
+            for key in sorted(read_default_acl(path), key=str)
+            if _named(key) and key not in wanted]
+
+
+def remove_stray_defaults(lineage: Lineage, keep: Iterable[Key]) -> Optional[str]:
+    """Remove the default ACL entries :func:`stray_defaults` finds, and the
+    entries they already put on the current key.
+
+    certbot gives a new key the previous key's group mode bits, which are
+    the old ACL mask: an entry the key inherited is then effective before any
+    deployment runs, and no mask can hold it back. Returns one line for the
+    deployment's report, or None when there was nothing to remove. A default
+    ACL left with base entries only is deleted, as ``setfacl -k`` does. Run
+    it under the lineage lock, before granting.
+    """
+    stray = stray_defaults(lineage, keep)
+    if not stray:
+        return None
+    dirs = []  # type: List[str]
+    for path, _ in stray:
+        if path not in dirs:
+            dirs.append(path)
+    for path in dirs:
+        gone = {key for where, key in stray if where == path}
+        entries = read_default_acl(path)
+        after = with_mask(held_back({k: v for k, v in entries.items() if k not in gone}))
+        _write_default_acl(path, after)
+        logger.debug("default ACL of %s is now %s", path, _text(after) or "gone")
+    key_file = _drop_inherited(lineage, {key for _, key in stray})
+    who = []  # type: List[str]
+    for _, key in stray:
+        if describe(key) not in who:
+            who.append(describe(key))
+    return ("removed default ACL entries for {} from {}{}: they would give every "
+            "future key to principals not configured for this certificate".format(
+                ", ".join(who), ", ".join(short_path(lineage, d) for d in dirs),
+                " and their entries from {}".format(short_path(lineage, key_file))
+                if key_file else ""))
+
+
+def _drop_inherited(lineage: Lineage, gone: Iterable[Key]) -> Optional[str]:
+    """Remove ``gone``'s entries from the current key; its path if any were."""
+    try:
+        path = lineage.target("privkey")
+    except WwuError:
+        return None
+    if not has_acl(path):
+        return None
+    before = read_acl(path)
+    found = set(gone) & set(before)
+    if not found:
+        return None
+    after = with_mask(held_back({k: v for k, v in before.items() if k not in found}))
+    write_acl(path, after)
+    logger.debug("ACL of %s is now %s", path, _text(after))
+    return path
+
+
+def short_path(lineage: Lineage, path: str) -> str:
+    """``archive/NAME`` for a path under the config dir, else the path."""
+    relative = os.path.relpath(path, lineage.config_dir)
+    return path if relative.startswith("..") else relative
+
+
+class Access(namedtuple("Access", "path key bits role")):
+    """Effective ``bits`` of principal ``key`` on ``path`` that nobody meant.
+
+    ``role``: ``named`` (an ACL entry), ``owner`` or ``group`` (the file's
+    owning user or group).
+    """
+
+
+def unwanted_access(lineage: Lineage, keep: Iterable[Key]) -> List[Access]:
+    """Who, besides root, certbot's own user and ``keep``, can effectively read
+    the current private key, or write any current file, through its owner,
+    group or ACL entries (limited by the mask, as the kernel limits them).
+
+    The owning group may have what certbot meant it to have on the key (see
+    :func:`key_group_intent`) and read the public files. ``other`` is left to
+    a probe that opens the key as an outsider.
+    """
+    wanted = set(keep)
+    files = lineage.current()
+    certbot_uid = os.stat(os.path.dirname(files["privkey"])).st_uid
+    key_group = key_group_intent(lineage, lineage.version(files))
+    found = []  # type: List[Access]
+    for kind in KINDS:
+        path = files[kind]
+        is_key = kind == "privkey"
+        st = os.stat(path)
+        entries = read_acl(path)
+        mask = entries.get(("m", None), R | W | X)
+        group_allowed = key_group if is_key else R | X
+        for key, bits in sorted(entries.items(), key=str):
+            if key == ("u", None):
+                who, role, allowed = ("u", st.st_uid), "owner", (
+                    R | W | X if st.st_uid in (0, certbot_uid) else 0)
+            elif key == ("g", None):
+                who, role, allowed = ("g", st.st_gid), "group", group_allowed
+                bits &= mask
+            elif _named(key):
+                who, role = key, "named"
+                allowed = R | W | X if key == ("u", 0) else (
+                    R | X if key in wanted or not is_key else 0)
+                bits &= mask
+            else:
+                continue
+            bad = bits & ~allowed & ((R | W) if is_key else W)
+            if bad:
+                found.append(Access(path, who, bad, role))
+    return found
 
 
 class Plan(object):
@@ -257,14 +474,7 @@ def apply(plan_: Plan) -> int:
         if not os.path.exists(path):
             continue
         before = read_acl(path)
-        after = {k: v for k, v in before.items() if k not in remove}
-        old_mask = before.get(("m", None))
-        if old_mask is not None:
-            # an entry the mask held back must stay held back once the mask
-            # is recomputed: keep what it was effectively allowed, no more
-            for key in after:
-                if key[0] == "g" or (key[0] == "u" and key[1] is not None):
-                    after[key] &= old_mask
+        after = held_back({k: v for k, v in before.items() if k not in remove})
         after.update(add)
         if path == plan_.key:
             after[("g", None)] = plan_.key_group

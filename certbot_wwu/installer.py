@@ -16,7 +16,7 @@ import functools
 import glob
 import logging
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from certbot import errors, interfaces
 from certbot.plugins import common
@@ -51,6 +51,31 @@ def _push(settings: Any, lineage: Any) -> None:
     if settings.push_to:
         from certbot_wwu import cluster
         cluster.push_lineage(lineage, settings.push_to)
+
+
+class _RunUnits(object):
+    """Which units the renewal confs of a config directory name, read once
+    per process (one certbot run): for each unit, the last conf (in
+    certbot's sorted order) that names it."""
+
+    _runs = {}  # type: Dict[str, _RunUnits]
+
+    def __init__(self, config_dir: str) -> None:
+        from certbot_wwu.renewalconf import installer_units
+        self.last = {}  # type: Dict[str, str]
+        for conf in sorted(glob.glob(os.path.join(config_dir, "renewal", "*.conf"))):
+            for unit in installer_units(conf):
+                self.last[unit] = conf  # sorted: the last one wins
+
+    @classmethod
+    def of(cls, config_dir: str) -> "_RunUnits":
+        if config_dir not in cls._runs:
+            cls._runs[config_dir] = cls(config_dir)
+        return cls._runs[config_dir]
+
+    def after(self, conf: str, among: Iterable[str]) -> set:
+        """Those of ``among`` named by a conf that sorts after ``conf``."""
+        return {unit for unit in among if self.last.get(unit, "") > conf}
 
 
 class Installer(common.Installer, interfaces.RenewDeployer,
@@ -150,9 +175,9 @@ class Installer(common.Installer, interfaces.RenewDeployer,
         target = Lineage.from_live_path(lineage.cert_path)
         deploy.secure_key(target)
         settings = self._settings()
-        deploy.redeploy_if_drifted(settings, target)
+        report = deploy.redeploy_if_drifted(settings, target)
         if deploy.needs_action(target) and not batch.RUN.has(target):
-            batch.RUN.add(settings, target)
+            batch.RUN.add(settings, target, report.copied if report else None)
         self._act(target)
         _push(settings, target)
 
@@ -162,23 +187,19 @@ class Installer(common.Installer, interfaces.RenewDeployer,
         from certbot_wwu import batch
         keep = set()  # type: set
         if self.config.verb == "renew" and current is not None and batch.RUN.units():
-            keep = batch.RUN.units() & self._later_units(current)
+            keep = self._later_units(current, batch.RUN.units())
             if keep:
                 batch.defer_until_exit()
         batch.RUN.flush(keep)
 
-    def _later_units(self, current: Any) -> set:
-        """Units named by lineages that this renew processes after ``current``
-        (certbot goes through renewal/*.conf in sorted order)."""
+    def _later_units(self, current: Any, among: Iterable[str]) -> set:
+        """Those of ``among`` that a lineage names which this renew processes
+        after ``current`` (certbot goes through renewal/*.conf in sorted
+        order). The renewal confs are read once per run (_RunUnits), not once
+        per lineage, and each call costs O(len(among))."""
         if self.config.certname:
             return set()
-        from certbot_wwu.renewalconf import installer_units
-        confs = sorted(glob.glob(os.path.join(current.config_dir, "renewal", "*.conf")))
-        later = set()  # type: set
-        for conf in confs:
-            if conf > current.renewal_conf:
-                later |= installer_units(conf)
-        return later
+        return _RunUnits.of(current.config_dir).after(current.renewal_conf, among)
 
     def _settings(self) -> Any:
         from certbot_wwu.settings import Settings

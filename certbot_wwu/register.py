@@ -5,14 +5,20 @@ The seed recipe types ``certbot register --eab-hmac-key 'hmac-key' ...``: the
 key then sits in the shell history, in every user's ``ps`` output while certbot
 runs, and in certbot's debug log ("Arguments: [...]"). Here the key is read
 from a file, from standard input (``-``) or from a hidden prompt, and reaches
-certbot through a certbot config file (``--config FILE`` with one line
-``eab-hmac-key = ...``): created 0600 in a private 0700 directory (on the
-memory-backed /dev/shm where there is one) and deleted when certbot has
-exited, whatever happened (SIGTERM and SIGHUP included). certbot 1.22 and
-5.8 take the key from there; their debug log records their argv, which names
-only the file, not its values. So the key appears in no process's argv or
-environment, in no log and in none of certbot's account files (checked
-against Pebble in tests/e2e/test_register.py).
+certbot through a certbot config file (``--config /dev/fd/N`` with one line
+``eab-hmac-key = ...``) that has no name on any filesystem: an anonymous 0600
+file (``O_TMPFILE`` on the memory-backed /dev/shm, else a memfd, else
+``O_TMPFILE`` in the temporary directory) that certbot inherits as an open
+descriptor. It vanishes with the last process holding it, however that ends:
+a SIGKILL of certbot-wwu or of certbot (OOM killer, systemd's final kill,
+``timeout -s KILL``) leaves nothing behind (tests/faults/test_kill_register.py).
+A regular file, not a pipe: each open of ``/dev/fd/N`` starts at offset 0, so
+certbot may read it as often as its argument parser likes (certbot 1.x
+re-parses its arguments for ``set_by_cli``; ``register`` on 1.22 and 5.8 was
+traced opening it once). certbot's debug log records its argv, which names
+only the descriptor. So the key appears in no process's argv or environment,
+in no log, in no file and in none of certbot's account files (checked against
+Pebble in tests/e2e/test_register.py).
 
 Before certbot runs, everything is checked (preset, server URL, e-mail, key)
 and nothing is written. An account that certbot already has for the server
@@ -29,12 +35,15 @@ as one line.
 """
 import argparse
 import contextlib
+import errno
+import functools
 import getpass
 import logging
 import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -83,9 +92,10 @@ def add_register(subparsers: Any) -> None:
             "Run 'certbot register' with the EAB key id and HMAC key of an "
             "ACME-ID from the CA's portal, keeping the HMAC key out of every "
             "process list and log: it is read from a file, from standard "
-            "input (-) or from a hidden prompt, and handed to certbot in a "
-            "temporary 0600 config file that is deleted afterwards. This "
-            "agrees to the CA's terms of service and declines the EFF mailing "
+            "input (-) or from a hidden prompt, and handed to certbot in an "
+            "anonymous 0600 config file that has no name on any filesystem "
+            "and vanishes with certbot. This agrees to the CA's terms of "
+            "service and declines the EFF mailing "
             "list, as the WWU recipe does. EAB credentials work only once: "
             "copy the resulting accounts/ directory to other hosts that share "
             "the ACME-ID."),
@@ -413,28 +423,86 @@ def _existing_sentence(server: str, config_dir: str, ids: List[str]) -> str:
 
 # --- running certbot --------------------------------------------------------------
 
-def _secret_dir() -> str:
-    """A private 0700 directory, in memory (/dev/shm) where possible."""
-    base = None  # type: Optional[str]
-    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
-        base = "/dev/shm"
+#: memory first: the key's bytes should not reach a disk, even unlinked
+SHM_DIR = "/dev/shm"
+
+
+def anonymous_file() -> int:
+    """A new 0600 file that has no name, open for reading and writing.
+
+    Nothing ever links it into a directory (O_TMPFILE with O_EXCL cannot be
+    linked in later), so it is gone with its last descriptor, whoever is
+    killed. Tried in order: O_TMPFILE on /dev/shm, a memfd (Python 3.8+), and
+    O_TMPFILE in the temporary directory (on disk, but nameless); never a
+    named file.
+    """
+    failures = []  # type: List[str]
+    temp = tempfile.gettempdir()
+    for place, create in ((SHM_DIR, functools.partial(_tmpfile_in, SHM_DIR)),
+                          ("memfd", _memfd),
+                          (temp, functools.partial(_tmpfile_in, temp))):
+        try:
+            fd = create()
+        except OSError as err:
+            logger.debug("No anonymous file in %s: %s", place, err)
+            failures.append("{}: {}".format(place, err.strerror or err))
+            continue
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISREG(info.st_mode) and info.st_nlink == 0:
+                os.fchmod(fd, 0o600)
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        failures.append("{}: the file has a name".format(place))
+    raise RegisterError(
+        "Cannot hand the HMAC key to certbot in a file without a name ({}); "
+        "mount a tmpfs on {} (Linux 3.11 or later), or register on another "
+        "host and copy its accounts directory here.".format(
+            "; ".join(failures), SHM_DIR))
+
+
+def _tmpfile_in(directory: str) -> int:
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None:
+        raise OSError(errno.EOPNOTSUPP, "O_TMPFILE is not available")
+    # a kernel before 3.11 reads O_TMPFILE as O_DIRECTORY: EISDIR, no file
+    return os.open(directory, flag | os.O_RDWR | os.O_EXCL | os.O_CLOEXEC, 0o600)
+
+
+def _memfd() -> int:
+    memfd_create = getattr(os, "memfd_create", None)  # Python 3.8+, Linux 3.17+
+    if memfd_create is None:
+        raise OSError(errno.EOPNOTSUPP, "memfd_create needs Python 3.8")
+    return memfd_create("certbot-wwu-eab", os.MFD_CLOEXEC)
+
+
+def write_key_config(hmac_key: str) -> int:
+    """certbot's ``--config`` file holding only the key, as an open descriptor
+    of an anonymous 0600 file (``anonymous_file``); the caller closes it."""
+    fd = anonymous_file()
+    data = memoryview("# certbot-wwu register: gone when certbot has finished\n"
+                      "eab-hmac-key = {}\n".format(hmac_key).encode("ascii"))
     try:
-        path = tempfile.mkdtemp(prefix="certbot-wwu-", dir=base)
-    except OSError:
-        path = tempfile.mkdtemp(prefix="certbot-wwu-")
-    os.chmod(path, 0o700)
-    return path
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError as err:
+        os.close(fd)
+        raise RegisterError(
+            "Cannot write the HMAC key into an anonymous file: {}; free some "
+            "memory and try again.".format(err.strerror or err))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
-def write_key_config(directory: str, hmac_key: str) -> str:
-    """certbot's ``--config`` file holding only the key, 0600."""
-    path = os.path.join(directory, "eab.ini")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write("# certbot-wwu register: deleted when certbot has finished\n")
-        f.write("eab-hmac-key = {}\n".format(hmac_key))
-    return path
+def config_path(fd: int) -> str:
+    """The name certbot opens the inherited descriptor by; each open starts
+    at offset 0."""
+    return "/dev/fd/{}".format(fd)
 
 
 def certbot_argv(request: Request, config_file: Optional[str],
@@ -458,7 +526,7 @@ def certbot_argv(request: Request, config_file: Optional[str],
     return argv
 
 
-#: signals that would otherwise end certbot-wwu without deleting the key file
+#: signals that would otherwise end certbot-wwu and leave certbot running
 _SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
@@ -480,15 +548,16 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
-def _run(argv: List[str], env: Dict[str, str]) -> Tuple[int, str]:
-    """Run certbot; its exit status and its output (stdout + stderr)."""
+def _run(argv: List[str], env: Dict[str, str],
+         pass_fds: Tuple[int, ...] = ()) -> Tuple[int, str]:
+    """Run certbot with ``pass_fds`` open; its exit status and its output."""
     logger.info("Running %s", " ".join(argv))
     proc = None  # type: Optional[subprocess.Popen]
     try:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    env=env)
+                                    env=env, pass_fds=pass_fds)
         except OSError as err:
             raise RegisterError("Cannot run {}: {}; give the right certbot with "
                                 "--certbot PATH.".format(argv[0], err.strerror or err))
@@ -512,7 +581,7 @@ def run_registration(request: Request) -> Tuple[List[str], bool]:
 
 
 def _register(request: Request) -> Tuple[List[str], bool]:
-    secret_dir = None  # type: Optional[str]
+    key_fd = None  # type: Optional[int]
     workspace = None  # type: Optional[str]
     try:
         config_dir = request.config_dir
@@ -523,11 +592,11 @@ def _register(request: Request) -> Tuple[List[str], bool]:
             config_dir = workspace
         config_file = None  # type: Optional[str]
         if request.hmac_key is not None:
-            secret_dir = _secret_dir()
-            config_file = write_key_config(secret_dir, request.hmac_key)
+            key_fd = write_key_config(request.hmac_key)
+            config_file = config_path(key_fd)
         before = existing_accounts(config_dir, request.server)
         code, output = _run(certbot_argv(request, config_file, config_dir),
-                            request.env)
+                            request.env, () if key_fd is None else (key_fd,))
         if request.hmac_key:
             output = output.replace(request.hmac_key, "***")
         if code != 0:
@@ -539,21 +608,10 @@ def _register(request: Request) -> Tuple[List[str], bool]:
             _move_accounts(workspace, request.config_dir, request.server, new)
         return new, workspace is not None
     finally:
-        if secret_dir is not None:
-            _remove(secret_dir)
+        if key_fd is not None:
+            os.close(key_fd)  # the file's last descriptor once certbot has ended
         if workspace is not None:
             shutil.rmtree(workspace, ignore_errors=True)
-
-
-def _remove(directory: str) -> None:
-    path = os.path.join(directory, "eab.ini")
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as err:
-        logger.warning("Could not delete %s (%s); delete it by hand.", path, err)
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _move_accounts(workspace: str, config_dir: str, server: str,

@@ -12,19 +12,41 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from certbot_wwu.errors import LineageError, WwuError
 from certbot_wwu.files import write_atomic
-from certbot_wwu.settings import split_list, unit_name
+from certbot_wwu.settings import split_list, storable, unit_name
 
 INSTALLER = "wwu-acl"
 PREFIX = "wwu_acl_"
 SECTION = "[renewalparams]"
 _KEY = re.compile(r"^\s*([A-Za-z0-9_]+)\s*=")
-#: what configobj would read differently from what we mean
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f#\"']")
 
 
-def _quote(value: str) -> str:
+def conf_key(option: str) -> str:
+    """The renewal-conf key of an option: ``copy-to`` -> ``wwu_acl_copy_to``."""
+    return PREFIX + option.replace("-", "_")
+
+
+def quote(value: str) -> str:
     """configobj reads an unquoted ``a,b`` as a list: quote it."""
     return '"{}"'.format(value) if "," in value else value
+
+
+def conf_line(option: str, value: str) -> str:
+    """The line that stores ``value``, unchecked: settings.storable checks a
+    value by reading this line back as certbot does."""
+    return "{} = {}\n".format(conf_key(option), quote(value))
+
+
+def read(path: str) -> str:
+    """The text of a renewal conf (certbot writes UTF-8), or one LineageError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as err:
+        raise LineageError("Cannot read the renewal configuration {}: {}.".format(
+            path, err.strerror or err))
+    except UnicodeDecodeError:
+        raise LineageError("The renewal configuration {} is not UTF-8 text as "
+                           "certbot writes it; correct or restore it.".format(path))
 
 
 def _ours(line: str) -> bool:
@@ -34,7 +56,11 @@ def _ours(line: str) -> bool:
 
 
 def edit(text: str, values: Optional[Dict[str, str]]) -> str:
-    """The conf text with our keys replaced; ``values=None`` detaches."""
+    """The conf text with our keys replaced; ``values=None`` detaches.
+
+    Every value is checked with settings.storable first (SettingsError):
+    the file is never written with a value certbot would read differently.
+    """
     lines = text.splitlines(True)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
@@ -50,11 +76,7 @@ def edit(text: str, values: Optional[Dict[str, str]]) -> str:
     if values is not None:
         added.append("installer = {}\n".format(INSTALLER))
         for option in sorted(values):
-            value = values[option]
-            if _UNSAFE.search(value) or value != value.strip():
-                raise ValueError("unsafe value for {}: {!r}".format(option, value))
-            added.append("{}{} = {}\n".format(
-                PREFIX, option.replace("-", "_"), _quote(value)))
+            added.append(conf_line(option, storable(option, values[option])))
     tail = []  # type: List[str]
     while body and not body[-1].strip():
         tail.insert(0, body.pop())
@@ -63,9 +85,8 @@ def edit(text: str, values: Optional[Dict[str, str]]) -> str:
 
 def attach(path: str, values: Optional[Dict[str, str]]) -> bool:
     """Write ``values`` (None: detach) into ``path``; True if the file changed."""
+    text = read(path)
     try:
-        with open(path) as f:
-            text = f.read()
         mode = os.stat(path).st_mode & 0o777
     except OSError as err:
         raise LineageError("Cannot read the renewal configuration {}: {}.".format(
@@ -75,7 +96,6 @@ def attach(path: str, values: Optional[Dict[str, str]]) -> bool:
         return False
     write_atomic(path, new, mode)
     return True
-
 
 
 _UNITS = {}  # type: Dict[str, FrozenSet[str]]

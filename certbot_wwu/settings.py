@@ -5,8 +5,10 @@ Values arrive as command-line strings, as strings or lists restored from a
 renewal configuration (configobj turns an unquoted ``a,b`` into a list), or
 as None/True/False (certbot restores those literally). Everything is checked
 here so that a bad value becomes one clear sentence before anything on disk
-changes.
+changes; ``storable`` is the one check that a value survives the renewal
+conf (renewalconf.edit runs it too).
 """
+import io
 import os
 import re
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
@@ -82,6 +84,7 @@ FLAGS = (
                            "only for services that cannot use one. Default: off."),
 )
 COPY_FORMATS = ("pem", "combined", "pkcs12")
+_FLAG_KEYS = tuple(name.replace("-", "_") for name, _ in FLAGS)
 
 
 def comma_list(value: Any) -> str:
@@ -239,6 +242,80 @@ def flag(value: Any, what: str) -> bool:
     raise SettingsError("{} must be on or off, not {!r}.".format(what, value))
 
 
+#: what certbot's renewal code turns into None, True and False
+_LITERALS = ("None", "True", "False")
+#: configobj substitutes ``%(name)s`` when certbot reads the conf
+_SUBSTITUTION = re.compile(r"%\([^)]*\)s")
+
+
+def _unstorable_char(value: str) -> Optional[str]:
+    """Why a character of ``value`` does not survive the renewal conf, or None."""
+    for char in value:
+        if char == "#":
+            return "'#' starts a comment there"
+        if char in "\"'":
+            return "{!r} is a quote character there".format(char)
+        if ord(char) < 0x20 or ord(char) == 0x7f:
+            return "the control character U+{:04X} breaks the line".format(ord(char))
+        if ord(char) > 0x7e:
+            return ("the non-ASCII character U+{:04X} is not written the same "
+                    "under every locale".format(ord(char)))
+    return None
+
+
+def _unstorable(option: str, value: str) -> Optional[str]:
+    """Why ``value`` would not come back from the renewal conf unchanged, and
+    what to do about it; None if it does."""
+    reason = _unstorable_char(value)
+    if reason:
+        return reason + "; choose a value without it"
+    if value != value.strip():
+        return "a leading or trailing space is dropped there; remove it"
+    if _SUBSTITUTION.search(value):
+        return ("'%(NAME)s' is replaced by the value of NAME there; choose a "
+                "value without it")
+    if value in _LITERALS and option not in _FLAG_KEYS:
+        return ("certbot reads it back as the Python value {}; choose another "
+                "value".format(value))
+    if _read_back(option, value) != value:
+        return "certbot reads it back differently; choose another value"
+    return None
+
+
+def _read_back(option: str, value: str) -> Any:
+    """``value`` written as renewalconf writes it, read as certbot reads it
+    (configobj, UTF-8, with interpolation); None if configobj refuses it."""
+    import configobj
+    from certbot_wwu import renewalconf  # it imports this module
+    text = "[renewalparams]\n" + renewalconf.conf_line(option, value)
+    try:
+        lines = io.BytesIO(text.encode("utf-8")).readlines()
+        conf = configobj.ConfigObj(lines, encoding="utf-8", default_encoding="utf-8")
+        return conf["renewalparams"].get(renewalconf.conf_key(option))
+    except (configobj.ConfigObjError, UnicodeError):
+        return None
+
+
+def storable(option: str, value: Any) -> str:
+    """``value`` if certbot reads it back unchanged from a renewal conf.
+
+    The one check for stored values: Settings.from_options runs it on every
+    value before anything changes, renewalconf.edit before it writes. A
+    value that does not survive becomes a SettingsError naming the option
+    and the character.
+    """
+    name = "--wwu-acl-" + option.replace("_", "-")
+    if not isinstance(value, str):
+        raise SettingsError("{} {!r} cannot be stored in the renewal configuration: "
+                            "it is not text.".format(name, value))
+    reason = _unstorable(option.replace("-", "_"), value)
+    if reason:
+        # ascii(): the sentence also goes to certbot's log, whatever its encoding
+        raise SettingsError("{} {} cannot be stored in the renewal configuration: "
+                            "{}.".format(name, ascii(value), reason))
+    return value
+
+
 class Settings(object):
     """Validated deployment settings for one lineage."""
 
@@ -306,8 +383,11 @@ class Settings(object):
                 "Nobody to grant access to: give --wwu-acl-user or "
                 "--wwu-acl-group (a comma-separated list of names), or "
                 "--wwu-acl-copy-to DIR.")
-        return cls(users, groups, units, action, timeout, check, target, owner,
-                   mode, formats, password_file, empty, peers)
+        result = cls(users, groups, units, action, timeout, check, target, owner,
+                     mode, formats, password_file, empty, peers)
+        for option, value in sorted(result.to_values().items()):
+            storable(option, value)
+        return result
 
     def to_values(self) -> Dict[str, str]:
         """Option name -> string, as stored in a renewal conf."""

@@ -7,12 +7,11 @@ records its version *before* granting, so one that is interrupted leaves a
 trace for the next to clean up. Without the file (first run, or a file
 someone damaged) the next deployment sweeps the whole archive.
 """
-import contextlib
-import fcntl
 import json
 import os
-from typing import Any, Iterator, List, Optional
+from typing import Any, ContextManager, List, Optional
 
+from certbot_wwu import locks
 from certbot_wwu.files import write_atomic
 from certbot_wwu.lineage import Lineage
 
@@ -44,7 +43,7 @@ class State(object):
 
     @classmethod
     def load(cls, lineage: Lineage) -> "State":
-        path = os.path.join(lineage.config_dir, "wwu-acl", lineage.name + ".json")
+        path = os.path.join(state_dir(lineage), lineage.name + ".json")
         try:
             with open(path) as f:
                 data = json.load(f)
@@ -68,23 +67,21 @@ class State(object):
         crash only makes the next deployment sweep the archive once."""
         if self.known and self._data() == self._saved:
             return
-        os.makedirs(os.path.dirname(self.path), 0o700, exist_ok=True)
+        locks.private_dir(os.path.dirname(self.path))
         write_atomic(self.path, json.dumps(self._data(), sort_keys=True) + "\n",
                      0o600, durable=False)
         self.known = True
         self._saved = self._data()
 
 
-@contextlib.contextmanager
-def lineage_lock(lineage: Lineage) -> Iterator[None]:
+def state_dir(lineage: Lineage) -> str:
+    """CONFIG/wwu-acl: root's own directory for state and locks."""
+    return os.path.join(lineage.config_dir, "wwu-acl")
+
+
+def lineage_lock(lineage: Lineage, timeout: float) -> ContextManager[None]:
     """One deployment of a lineage at a time (a manual install while the
-    timer renews): an exclusive flock on CONFIG/wwu-acl/NAME.lock."""
-    directory = os.path.join(lineage.config_dir, "wwu-acl")
-    os.makedirs(directory, 0o700, exist_ok=True)  # a concurrent run may win
-    fd = os.open(os.path.join(directory, lineage.name + ".lock"),
-                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    timer renews): an exclusive flock on CONFIG/wwu-acl/NAME.lock, waited
+    for at most ``timeout`` seconds."""
+    return locks.exclusive(state_dir(lineage), lineage.name + ".lock", timeout,
+                           "Deploying " + lineage.name)

@@ -5,11 +5,13 @@ the timer changes. Per lineage (every ``renewal/*.conf``, or ``--cert-name``):
 names and expiry of the current certificate, its server, whether the wwu-acl
 installer is attached and its stored settings are valid, whether each granted
 user or group can read the current files (a child process running as that
-principal opens them: the kernel decides) and an outsider cannot read the
-key, whether copies are current, whether the renewal timer's drift check
-would redeploy, whether the units were acted on for the current version and
-whether they are active. Then the renewal timer: enabled, and with which
-proxy. ``--check-ca`` fetches each server's ACME directory through exactly
+principal opens them: the kernel decides), whether anyone else can read the
+key (every owner, group and ACL entry of the current files, and an outsider's
+probe), leftover default ACL entries that would give future keys to
+principals nobody configured, whether copies are current, whether the
+renewal timer's drift check would redeploy, whether the units were acted on
+for the current version and whether they are active. Then the renewal
+timer: enabled, and with which proxy. ``--check-ca`` fetches each server's ACME directory through exactly
 the proxy environment the timer gives certbot. A certbot running meanwhile
 (its lock in the config, work or logs dir is held) is mentioned, since what
 it is switching may look broken for a moment.
@@ -27,7 +29,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from certbot_wwu import __version__, deploy, grants, presets, service, timer
+from certbot_wwu import __version__, copies, deploy, grants, presets, service, timer
 from certbot_wwu.errors import WwuError
 from certbot_wwu.lineage import KINDS, Lineage
 from certbot_wwu.renewalconf import INSTALLER, PREFIX
@@ -196,6 +198,7 @@ def check_lineage(config_dir: str, name: str, named: bool = False) -> Section:
                  ("names", []), ("expires", None), ("days_left", None),
                  ("server", None), ("installer_attached", False),
                  ("settings", None), ("principals", []), ("outsider_refused", None),
+                 ("unwanted_access", []), ("stray_defaults", []),
                  ("copies_current", None), ("needs_deploy", None),
                  ("needs_action", None), ("version", None), ("units", [])])
     try:
@@ -253,7 +256,8 @@ def check_lineage(config_dir: str, name: str, named: bool = False) -> Section:
             section.add("installer", ATTENTION if named else INFO,
                         "{}: renewals do not deploy it for a service".format(what))
         if live_ok:
-            _check_outsider(section, lineage)
+            _check_others(section, lineage, [])
+        _check_defaults(section, lineage, [], attached=False)
         return section
     try:
         settings = stored_settings(params)
@@ -264,11 +268,15 @@ def check_lineage(config_dir: str, name: str, named: bool = False) -> Section:
         data["settings"] = settings.to_values()
         section.add("installer", OK, "installer wwu-acl attached: {}".format(
             _settings_text(settings)))
+    keep = _configured_keys(settings)
     if not live_ok:
+        _check_defaults(section, lineage, keep, attached=True)
         return section
 
     if settings is not None:
         _check_access(section, lineage, settings)
+        _check_others(section, lineage, keep)
+        _check_defaults(section, lineage, keep, attached=True)
         if settings.copy_to:
             _check_copies(section, lineage, settings)
         try:
@@ -287,7 +295,8 @@ def check_lineage(config_dir: str, name: str, named: bool = False) -> Section:
                 section.add("drift", OK, "deployed as configured: the renewal "
                             "timer's check would change nothing")
     else:
-        _check_outsider(section, lineage)
+        _check_others(section, lineage, keep)
+        _check_defaults(section, lineage, keep, attached=True)
 
     try:
         pending = deploy.needs_action(lineage)
@@ -336,10 +345,91 @@ def _check_access(section: Section, lineage: Lineage, settings: Settings) -> Non
             else:
                 section.add(kind, OK, "{} {} can read the current certificate "
                             "and key".format(kind, name))
-    _check_outsider(section, lineage)
 
 
-def _check_outsider(section: Section, lineage: Lineage) -> None:
+def _configured_keys(settings: Optional[Settings]) -> List[grants.Key]:
+    """The ACL keys of the configured users and groups that exist here."""
+    keys = []  # type: List[grants.Key]
+    for users, groups in ([([name], []) for name in settings.users]
+                          + [([], [name]) for name in settings.groups]
+                          if settings is not None else []):
+        try:
+            keys.extend(p.key for p in grants.resolve(users, groups))
+        except WwuError:
+            continue  # reported by _check_access
+    return keys
+
+
+_ACCESS = {grants.R: "read", grants.W: "write", grants.R | grants.W: "read and write"}
+
+
+def _check_others(section: Section, lineage: Lineage, keep: List[grants.Key]) -> None:
+    """Everyone who can read the key (or write a current file) besides root
+    and the configured principals: each ACL entry, then an outsider's probe."""
+    try:
+        found = grants.unwanted_access(lineage, keep)
+        key = lineage.target("privkey")
+    except (WwuError, OSError) as err:
+        section.add("access", ATTENTION, "cannot check the ACL entries of the "
+                    "current files: {}".format(getattr(err, "strerror", None) or err))
+        found = None
+    for access in found or ():
+        who = grants.describe(access.key)
+        what = _ACCESS[access.bits]
+        section.data["unwanted_access"].append(OrderedDict([
+            ("path", access.path), ("principal", who), ("access", what),
+            ("through", access.role)]))
+        if access.role == "owner":
+            text = ("{} owns {} and can {} it; certbot's files belong to root "
+                    "('chown root {}')".format(who, access.path, what, access.path))
+        elif access.role == "group":
+            text = ("{}, the owning group, can {} {}, which certbot did not "
+                    "give it; narrow the group entry with 'setfacl -m g::{} {}'"
+                    .format(who, what, access.path,
+                            "---" if access.path == key else "r--", access.path))
+        elif access.key in keep:
+            text = ("{} can {} {}, but the installer grants it read only; "
+                    "'certbot-wwu deploy --cert-name {}' sets it back".format(
+                        who, what, access.path, lineage.name))
+        else:
+            text = ("{} can {} {} although it is not configured for this "
+                    "certificate; remove its entry with 'setfacl -x {}:{} {}'".format(
+                        who, what, access.path, access.key[0],
+                        grants.acl_name(access.key), access.path))
+        section.add("access", ATTENTION, text)
+    _check_outsider(section, lineage, named=bool(found))
+
+
+def _check_defaults(section: Section, lineage: Lineage, keep: List[grants.Key],
+                    attached: bool) -> None:
+    """Default ACL entries for principals not configured: every future key
+    would carry them."""
+    try:
+        stray = grants.stray_defaults(lineage, keep)
+    except (WwuError, OSError) as err:
+        section.add("defaults", ATTENTION, "cannot read the default ACLs of {}: "
+                    "{}".format(lineage.live_dir, getattr(err, "strerror", None) or err))
+        return
+    if not stray:
+        return
+    dirs, who = [], []  # type: List[str], List[str]
+    for path, key in stray:
+        section.data["stray_defaults"].append(OrderedDict([
+            ("directory", path), ("principal", grants.describe(key))]))
+        if path not in dirs:
+            dirs.append(path)
+        if grants.describe(key) not in who:
+            who.append(grants.describe(key))
+    remedy = ("'certbot-wwu deploy --cert-name {}' removes them" if attached else
+              "'certbot-wwu attach --cert-name {}' removes them").format(lineage.name)
+    section.add("defaults", ATTENTION, "leftover default ACL entries on {} give "
+                "every future key to {}, not configured for this certificate; {}, "
+                "or run 'setfacl -k {}'".format(
+                    ", ".join(grants.short_path(lineage, d) for d in dirs),
+                    ", ".join(who), remedy, " ".join(dirs)))
+
+
+def _check_outsider(section: Section, lineage: Lineage, named: bool = False) -> None:
     key = lineage.live_path("privkey")
     try:
         readable = grants.can_read([key], grants.OUTSIDER_UID, grants.OUTSIDER_GID,
@@ -352,11 +442,21 @@ def _check_outsider(section: Section, lineage: Lineage) -> None:
     if readable:
         section.add("outsider", ATTENTION, "any user can read the private key {}; "
                     "chmod o-rwx it".format(key))
+    elif named:
+        section.add("outsider", OK, "users without an ACL entry cannot read the "
+                    "private key")
     else:
         section.add("outsider", OK, "other users cannot read the private key")
 
 
 def _check_copies(section: Section, lineage: Lineage, settings: Settings) -> None:
+    try:
+        copies.check_destination(settings.copy_to)
+    except WwuError as err:
+        # first: a destination earlier builds accepted fails every renewal now
+        section.items.insert(0, Item("copy-destination", ATTENTION, (
+            "the next deployment will refuse the copy directory: {}".format(err))))
+        return
     try:
         spec = deploy.copy_spec(settings)
         current = deploy.copies_current(spec, lineage, lineage.current())
@@ -752,8 +852,10 @@ def add_status(subparsers: Any) -> None:
         "status", help="show whether each certificate is usable by its service",
         description="Read-only report per certificate: names, expiry, server, "
                     "installer and settings, whether each granted user or group "
-                    "can read the current key (checked as that user) and others "
-                    "cannot, copies, pending redeployment or unit action, unit "
+                    "can read the current key (checked as that user) and nobody "
+                    "else can (every owner, group and ACL entry), leftover "
+                    "default ACL entries, copies, pending redeployment or unit "
+                    "action, unit "
                     "states; then the renewal timer and its proxy. Exit 0 when "
                     "all is well, 1 when something needs attention.")
     parser.add_argument("--json", action="store_true", help="print one JSON document")

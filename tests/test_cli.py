@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from certbot_wwu import __version__, cli, presets, timer
+from tests.conftest import needs_root
 from tests.test_timer import OS_RELEASE, Systemctl, make_root, read, tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -355,3 +356,114 @@ def test_setup_root_must_exist(capsys, tmp_path):
 def test_setup_distro_choice_is_checked(capsys, tmp_path):
     code, _, err = run(capsys, "setup", "--distro", "arch", "--root", str(tmp_path))
     assert code == 2 and "invalid choice" in err
+
+
+# --- no exception reaches the user as a traceback ---------------------------------
+
+def broken(monkeypatch, err):
+    def boom(args):
+        raise err
+    monkeypatch.setattr(cli, "cmd_presets", boom)
+
+
+@pytest.mark.parametrize("err, fragment", [
+    (RuntimeError("the\nworld ended"), "presets failed unexpectedly (RuntimeError: "
+                                       "the world ended); run it again with --verbose"),
+    (ValueError(), "presets failed unexpectedly (ValueError)"),
+    (PermissionError(13, "Permission denied", "/etc/x"),
+     "presets failed unexpectedly (Permission denied: /etc/x)"),
+])
+def test_unexpected_errors_are_one_sentence(capsys, monkeypatch, err, fragment):
+    broken(monkeypatch, err)
+    code, out, errout = run(capsys, "presets")
+    assert_one_line_error(code, out, errout, fragment)
+
+
+def crashing_command(*argv):
+    """certbot-wwu in a fresh interpreter whose 'presets' hits a bug deep down."""
+    code = ("import sys\n"
+            "from certbot_wwu import cli\n"
+            "def deep():\n"
+            "    raise KeyError('deep')\n"
+            "def boom(args):\n"
+            "    deep()\n"
+            "cli.cmd_presets = boom\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    return subprocess.run([sys.executable, "-c", code] + list(argv),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, env=env)
+
+
+def test_unexpected_error_details_only_with_verbose():
+    quiet = crashing_command("presets")
+    assert quiet.returncode == 1 and quiet.stdout == ""
+    assert quiet.stderr == ("certbot-wwu: presets failed unexpectedly (KeyError: "
+                            "'deep'); run it again with --verbose to see where.\n")
+    loud = crashing_command("-v", "presets")
+    assert loud.returncode == 1 and "Traceback" not in loud.stderr
+    lines = loud.stderr.splitlines()
+    assert lines[-1] + "\n" == quiet.stderr
+    assert len(lines) == 2
+    assert lines[0].startswith("certbot-wwu: KeyError: 'deep'; in <string>:4 (deep), "
+                               "called from <string>:6 (boom), called from cli.py:")
+    assert lines[0].endswith(" (main)")
+
+
+def test_unreadable_renewal_conf_is_one_sentence(tmp_path):
+    config = tmp_path / "etc"
+    (config / "renewal" / "x.conf").mkdir(parents=True)
+    proc = module("attach", "--cert-name", "x", "--user", "root", "--config-dir",
+                  str(config))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("certbot-wwu: Cannot read the renewal configuration ")
+    assert proc.stderr.endswith(": Is a directory.\n") and proc.stderr.count("\n") == 1
+
+
+# --- attach refuses what the renewal conf cannot hold, before writing --------------
+
+def listing(directory):
+    return sorted(os.listdir(directory))
+
+
+@needs_root
+@pytest.mark.parametrize("argv, fragment", [
+    (["--copy-to", "/srv/tls#1"],
+     "--wwu-acl-copy-to '/srv/tls#1' cannot be stored in the renewal configuration: "
+     "'#' starts a comment there"),
+    (["--copy-to", "/srv/tls "], "a leading or trailing space is dropped there"),
+    (["--copy-to", "/srv/tls", "--copy-formats", "pkcs12", "--p12-password-file",
+      "/etc/p12 'pass'"], "--wwu-acl-p12-password-file \"/etc/p12 'pass'\" cannot be "
+                          "stored"),
+    (["--user", "None"], "the Python value None"),
+])
+def test_attach_with_an_unstorable_value_changes_nothing(capsys, lineage_dir, argv,
+                                                         fragment):
+    conf = os.path.join(lineage_dir, "renewal", "unit.conf")
+    with open(conf, "rb") as f:
+        before = f.read()
+    files = listing(os.path.dirname(conf))
+    code, out, err = run(capsys, "attach", "--cert-name", "unit", "--config-dir",
+                         lineage_dir, *argv)
+    assert_one_line_error(code, out, err, fragment)
+    with open(conf, "rb") as f:
+        assert f.read() == before
+    assert listing(os.path.dirname(conf)) == files  # no backup either
+    assert not os.path.exists("/srv/tls#1")
+
+
+@needs_root
+def test_attach_removes_the_recipes_default_acl_and_says_so(capsys, lineage_dir, accounts):
+    from tests.support.host import OTHER_USER, SERVICE_USER, getfacl
+    archive = os.path.join(lineage_dir, "archive", "unit")
+    subprocess.check_call(["setfacl", "-d", "-m", "u:{}:rX".format(OTHER_USER), archive])
+    subprocess.check_call(["setfacl", "-d", "-m", "u:{}:rX".format(SERVICE_USER), archive])
+    code, out, err = run(capsys, "attach", "--cert-name", "unit", "--config-dir",
+                         lineage_dir, "--user", SERVICE_USER)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("removed default ACL entries for user {}".format(OTHER_USER))
+    assert "attached wwu-acl to" in lines[1]
+    defaults = getfacl(archive, numeric=False)
+    assert "default:user:{}:".format(OTHER_USER) not in defaults
+    assert "default:user:{}:".format(SERVICE_USER) in defaults

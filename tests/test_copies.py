@@ -5,11 +5,13 @@ import grp
 import ipaddress
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from cryptography import x509
@@ -111,11 +113,10 @@ def owner_mode(path):
 
 
 def deploy(spec, material, names=NAMES):
-    """What a deployment does: prepare, lock, write, switch."""
+    """What a deployment does: prepare, write, switch."""
     copies.prepare_destination(spec)
-    with copies.lock(spec.dest):
-        version = copies.write_version(spec, material, names)
-        previous = copies.switch(spec.dest, version, copies.file_names(spec.formats))
+    version = copies.write_version(spec, material, names)
+    previous = copies.switch(spec.dest, version, copies.file_names(spec.formats))
     return version, previous
 
 
@@ -230,16 +231,36 @@ def test_prepare_lets_an_owner_outside_the_group_traverse(dest, group):
     assert owner_mode(dest) == (0, gid(group) if group else 0, 0o755)
 
 
-def test_accepts_sticky_ancestor_and_user_owned_dest(dest):
+def test_accepts_sticky_ancestor_with_root_owned_entry(dest):
     scratch = os.path.dirname(dest)
     # scratch lives under /var/tmp (1777): that ancestor is allowed
     sticky = os.path.join(scratch, "sticky")
     os.mkdir(sticky)
     os.chmod(sticky, 0o1777)
-    copies.check_destination(os.path.join(sticky, "copies", "missing"), uid(SERVICE_USER))
+    copies.check_destination(os.path.join(sticky, "copies", "missing"))
+    copies.prepare_destination(spec_for(os.path.join(sticky, "copies")))
+
+
+def test_refuses_dest_owned_by_the_copy_owner(dest):
+    """The copy owner owns only the files it reads, never a directory root
+    writes in (it could swap names between root's check and root's use)."""
     os.mkdir(dest, 0o750)
     os.chown(dest, uid(SERVICE_USER), 0)
-    copies.check_destination(dest, uid(SERVICE_USER))
+    with pytest.raises(CopyError, match=re.escape(
+            "{} is owned by uid {} ({})".format(dest, uid(SERVICE_USER), SERVICE_USER))
+            + ".*chown root:root {0} && chmod 755 {0}".format(re.escape(dest))):
+        copies.check_destination(dest)
+
+
+def test_refuses_parent_owned_by_the_copy_owner(dest):
+    parent = os.path.dirname(dest)
+    os.chown(parent, uid(SERVICE_USER), 0)
+    try:
+        with pytest.raises(CopyError, match=re.escape(parent) + " is owned by"):
+            copies.prepare_destination(spec_for(dest))
+        assert not os.path.exists(dest)
+    finally:
+        os.chown(parent, 0, 0)
 
 
 @pytest.mark.parametrize("mode, sticky_ok", [(0o775, False), (0o757, False),
@@ -253,18 +274,29 @@ def test_refuses_writable_ancestor(dest, mode, sticky_ok):
     if sticky_ok:
         copies.prepare_destination(spec_for(target))
         return
-    with pytest.raises(CopyError, match=parent + " is writable by its group or by "
-                                                 "others.*chmod go-w"):
+    with pytest.raises(CopyError, match=re.escape(
+            parent + " is writable by its group or by others") + ".*" + re.escape(
+                "(chown root:root {0} && chmod 755 {0})".format(parent))):
         copies.prepare_destination(spec_for(target))
     assert not os.path.exists(target)
 
 
 def test_refuses_writable_or_sticky_dest_itself(dest):
     os.mkdir(dest)
-    for mode in (0o770, 0o1777):
-        os.chmod(dest, mode)
-        with pytest.raises(CopyError, match="writable by its group or by others"):
-            copies.check_destination(dest, uid(SERVICE_USER))
+    os.chmod(dest, 0o770)
+    with pytest.raises(CopyError, match="writable by its group or by others"):
+        copies.check_destination(dest)
+    os.chmod(dest, 0o1777)
+    with pytest.raises(CopyError, match="is a shared directory.*name a directory "
+                                        "of its own below it"):
+        copies.check_destination(dest)
+
+
+def test_tmp_itself_is_refused_without_asking_to_chmod_it():
+    with pytest.raises(CopyError) as caught:
+        copies.check_destination("/tmp")
+    assert "of its own below it (such as /tmp/certbot-wwu)" in str(caught.value)
+    assert "chmod" not in str(caught.value)
 
 
 def test_refuses_dest_that_is_a_symlink(dest):
@@ -272,8 +304,8 @@ def test_refuses_dest_that_is_a_symlink(dest):
     real = os.path.join(scratch, "real")
     os.mkdir(real)
     os.symlink(real, dest)
-    with pytest.raises(CopyError, match="is a symbolic link.*name the real "
-                                        "directory " + real + " instead"):
+    with pytest.raises(CopyError, match=re.escape(dest) + " is a symbolic link.*"
+                                        "name the real directory instead"):
         copies.prepare_destination(spec_for(dest))
 
 
@@ -284,7 +316,8 @@ def test_refuses_symlinked_ancestor(dest):
     link = os.path.join(scratch, "link")
     os.symlink(real, link)
     with pytest.raises(CopyError, match=link + " is a symbolic link"):
-        copies.check_destination(os.path.join(link, "copies"), 0)
+        copies.check_destination(os.path.join(link, "copies"))
+    assert os.listdir(real) == []
 
 
 def test_refuses_dest_owned_by_someone_else(dest):
@@ -292,15 +325,14 @@ def test_refuses_dest_owned_by_someone_else(dest):
     os.chown(dest, uid(OTHER_USER), 0)
     with pytest.raises(CopyError, match="owned by uid {} \\({}\\)".format(
             uid(OTHER_USER), OTHER_USER)):
-        copies.check_destination(dest, uid(SERVICE_USER))
-    copies.check_destination(dest, uid(OTHER_USER))
+        copies.check_destination(dest)
 
 
 def test_refuses_dest_that_is_a_file(dest):
     with open(dest, "w"):
         pass
     with pytest.raises(CopyError, match="is not a directory"):
-        copies.check_destination(dest, 0)
+        copies.check_destination(dest)
 
 
 # --- writing versions --------------------------------------------------------
@@ -336,7 +368,7 @@ def test_owners_and_modes(dest, material, group, key_mode, dir_mode):
     assert owner_mode(version) == (0, g, dir_mode)
     assert owner_mode(os.path.join(dest, ".versions")) == (0, g, dir_mode)
     assert owner_mode(dest) == (0, g, dir_mode)
-    assert owner_mode(os.path.join(dest, ".lock")) == (0, 0, 0o600)
+    assert not os.path.lexists(os.path.join(dest, ".lock"))  # locks are root's, elsewhere
 
 
 def test_create_helper_has_final_owner_and_mode_before_any_byte(dest):
@@ -445,7 +477,7 @@ def test_switch_rollback_prune(dest, material, material2):
     assert read(os.path.join(dest, "privkey.pem")) == material2["privkey"]
     assert read(os.path.join(dest, "cert.pem")) == material2["cert"]
     # no temporary links left behind
-    assert sorted(os.listdir(dest)) == sorted([".lock", ".versions", "current"] + files)
+    assert sorted(os.listdir(dest)) == sorted([".versions", "current"] + files)
 
     copies.rollback(dest, previous, files)
     assert copies.current_version(dest) == v1
@@ -456,18 +488,46 @@ def test_switch_rollback_prune(dest, material, material2):
     v4, _ = deploy(spec, material)
     assert v4 == os.path.join(dest, ".versions", "4")
     copies.rollback(dest, v1, files)
-    # keep the newest two (3, 4); 1 is current, so only 2 goes
-    assert copies.prune(dest, keep=2) == [v2]
-    assert sorted(os.listdir(os.path.join(dest, ".versions"))) == ["1", "3", "4"]
-    copies.switch(dest, v4, files)
-    assert copies.prune(dest, keep=2) == [v1]
-    assert copies.prune(dest, keep=2) == []
-    assert sorted(os.listdir(os.path.join(dest, ".versions"))) == ["3", "4"]
-    assert copies.current_version(dest) == v4
-    with pytest.raises(CopyError, match="keep at least 1"):
-        copies.prune(dest, keep=0)
+    # 1 is current and nothing is older: the newest below it is none, so
+    # every other set goes
+    assert copies.prunable(dest)
+    assert copies.prune(dest) == [v2, v3, v4]
+    assert not copies.prunable(dest)
+    v5, previous = deploy(spec, material2)
+    v6, previous = deploy(spec, material)
+    assert previous == v5
+    # just switched from v5: keep v6 (current) and v5 (to roll back to)
+    assert copies.prune(dest, previous) == [v1]
+    assert copies.prune(dest) == []
+    assert sorted(os.listdir(os.path.join(dest, ".versions"))) == sorted(
+        os.path.basename(v) for v in (v5, v6))
+    assert copies.current_version(dest) == v6
     with pytest.raises(CopyError, match="is missing"):
         copies.switch(dest, v1, files)
+
+
+def test_prune_keeps_the_set_switched_from_not_an_interrupted_newer_one(
+        dest, material, material2):
+    """A set an interrupted run wrote but never made current is not "the
+    previous one": the set the service ran on before is."""
+    spec = spec_for(dest)
+    files = copies.file_names(spec.formats)
+    v1, _ = deploy(spec, material)
+    copies.write_version(spec, material2, NAMES)          # never switched: 2
+    v3, previous = deploy(spec, material2)
+    assert previous == v1
+    assert copies.prune(dest, previous) == [os.path.join(dest, ".versions", "2")]
+    assert sorted(os.listdir(os.path.join(dest, ".versions"))) == ["1", "3"]
+    copies.rollback(dest, previous, files)
+    assert read(os.path.join(dest, "cert.pem")) == material["cert"]
+
+
+def test_prune_removes_links_a_killed_switch_left(dest, material):
+    deploy(spec_for(dest), material)
+    os.symlink(".versions/1", os.path.join(dest, ".current.0123456789ab"))
+    assert copies.prunable(dest)
+    copies.prune(dest)
+    assert not os.path.lexists(os.path.join(dest, ".current.0123456789ab"))
 
 
 def test_readers_never_see_a_partial_or_missing_file(dest, material, material2):
@@ -520,7 +580,7 @@ def test_rollback_to_nothing_and_format_change(dest, material):
     assert not os.path.exists(os.path.join(dest, "combined.pem"))  # dangles
     copies.rollback(dest, None, copies.file_names(spec.formats))
     assert copies.current_version(dest) is None
-    assert copies.prune(dest, keep=1) == [v1]
+    assert copies.prune(dest) == []  # with nothing current, nothing is "old"
 
 
 def test_current_version(dest):
@@ -574,52 +634,6 @@ def test_switch_refuses_foreign_version_dir(dest, material):
 
 # --- lock --------------------------------------------------------------------
 
-_TRY_LOCK = """
-import fcntl, os, sys
-fd = os.open(sys.argv[1], os.O_RDWR)
-try:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-except OSError:
-    sys.exit(3)
-"""
-
-
-def _other_process_locks(dest):
-    return subprocess.call([sys.executable, "-c", _TRY_LOCK,
-                            os.path.join(dest, ".lock")]) == 0
-
-
-def test_lock_excludes_others(dest):
-    os.mkdir(dest)
-    entered = threading.Event()
-
-    def second():
-        with copies.lock(dest):
-            entered.set()
-
-    with copies.lock(dest):
-        assert not _other_process_locks(dest)
-        thread = threading.Thread(target=second)
-        thread.daemon = True
-        thread.start()
-        assert not entered.wait(0.5)
-    assert entered.wait(10)
-    thread.join(10)
-    assert _other_process_locks(dest)
-    assert owner_mode(os.path.join(dest, ".lock"))[2] == 0o600
-
-
-def test_lock_refuses_planted_symlink(dest):
-    scratch = os.path.dirname(dest)
-    os.mkdir(dest)
-    target = os.path.join(scratch, "target")
-    os.symlink(target, os.path.join(dest, ".lock"))
-    with pytest.raises(CopyError, match=r"\.lock is a symbolic link"):
-        with copies.lock(dest):
-            pass
-    assert not os.path.exists(target)
-
-
 # --- who can read ------------------------------------------------------------
 
 @needs_root
@@ -651,3 +665,164 @@ def test_read_as_owner_and_own_group(dest, material):
     assert not read_as(KEY_GROUP_MEMBER, os.path.join(dest, "privkey.pem"))
     assert not read_as(OTHER_USER, os.path.join(dest, "privkey.pem"))
     assert not read_as(OTHER_USER, os.path.join(dest, "cert.pem"))  # 0750 dirs
+
+
+# --- a hostile copy owner (issue: root chmod/chown anywhere, root rmtree) -----
+
+def as_user(name, action):
+    """Run ``action()`` in a child process as user ``name``; True if it worked."""
+    account = pwd.getpwnam(name)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(account.pw_gid)
+            os.setuid(account.pw_uid)
+            action()
+            code = 0
+        finally:
+            os._exit(code)
+    return os.waitpid(pid, 0)[1] == 0
+
+
+@pytest.fixture
+def victim(dest):
+    """A root-only 0600 file the copy owner must never be able to read."""
+    path = os.path.join(os.path.dirname(dest), "victim-key.pem")
+    with open(path, "w") as f:
+        f.write("root's secret\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def _swap_for_link(path, target):
+    os.rename(path, path + ".moved")
+    os.symlink(target, path)
+
+
+@needs_root
+def test_copy_owner_cannot_turn_root_chmod_on_another_file(dest, victim, monkeypatch):
+    """The copy owner owns the directory above DEST and swaps the fresh DEST
+    for a link to a root-only file between root's mkdir and chown/chmod."""
+    parent = os.path.join(os.path.dirname(dest), "svc-home")
+    os.mkdir(parent, 0o755)
+    os.chown(parent, uid(SERVICE_USER), gid(SERVICE_USER))
+    target = os.path.join(parent, "tls")
+    real_mkdir = os.mkdir
+    raced = []
+
+    def racing_mkdir(path, *args, **kwargs):
+        real_mkdir(path, *args, **kwargs)
+        if os.path.basename(path) == "tls" and not raced:
+            raced.append(as_user(SERVICE_USER, lambda: _swap_for_link(target, victim)))
+
+    monkeypatch.setattr(os, "mkdir", racing_mkdir)
+    with pytest.raises(CopyError, match=re.escape(parent) + " is owned by uid"):
+        copies.prepare_destination(spec_for(target, group=SERVICE_USER))
+    monkeypatch.undo()
+    assert owner_mode(victim) == (0, 0, 0o600)
+    assert not read_as(SERVICE_USER, victim)
+
+
+@needs_root
+def test_a_swap_after_the_check_changes_nothing_outside(dest, victim, monkeypatch):
+    """Defence in depth: even a swap nobody could make (root's own parent)
+    between mkdir and chmod does not reach the link's target."""
+    real_mkdir = os.mkdir
+    raced = []
+
+    def racing_mkdir(path, *args, **kwargs):
+        real_mkdir(path, *args, **kwargs)
+        if os.path.basename(path) == os.path.basename(dest) and not raced:
+            raced.append(True)
+            _swap_for_link(dest, victim)
+
+    monkeypatch.setattr(os, "mkdir", racing_mkdir)
+    with pytest.raises(CopyError, match=re.escape(dest) + " is a symbolic link"):
+        copies.prepare_destination(spec_for(dest, group=SERVICE_USER))
+    monkeypatch.undo()
+    assert raced
+    assert owner_mode(victim) == (0, 0, 0o600)
+
+
+@needs_root
+def test_prune_never_removes_through_a_swapped_destination(dest, material, material2,
+                                                           monkeypatch):
+    """A swap of DEST for a link between prune's look at .versions and the
+    removal must not make root delete numbered directories elsewhere."""
+    spec = spec_for(dest)
+    for m in (material, material2, material, material2):
+        deploy(spec, m)
+    elsewhere = os.path.join(os.path.dirname(dest), "elsewhere")
+    for number in ("1", "2"):
+        os.makedirs(os.path.join(elsewhere, ".versions", number))
+        with open(os.path.join(elsewhere, ".versions", number, "data"), "w") as f:
+            f.write("not certbot-wwu's\n")
+    real_listdir = os.listdir
+    raced = []
+
+    def racing_listdir(path="."):
+        entries = real_listdir(path)
+        if not raced and set(entries) >= {"1", "2", "3", "4"}:
+            raced.append(True)
+            _swap_for_link(dest, elsewhere)
+        return entries
+
+    monkeypatch.setattr(os, "listdir", racing_listdir)
+    try:
+        copies.prune(dest)
+    except CopyError:
+        pass
+    monkeypatch.undo()
+    assert raced
+    for number in ("1", "2"):
+        assert os.path.exists(os.path.join(elsewhere, ".versions", number, "data"))
+
+
+# --- the PKCS#12 password file ----------------------------------------------
+
+@pytest.fixture
+def password_path(dest):
+    path = os.path.join(os.path.dirname(dest), "p12-password")
+    with open(path, "w") as f:
+        f.write("s3cret\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def test_password_is_read_from_roots_private_file(password_path):
+    assert copies.read_password(password_path) == b"s3cret"
+
+
+@needs_root
+@pytest.mark.parametrize("problem, match", [
+    ("group-readable", "can be read or written by its group or others \\(mode 0640\\)"),
+    ("owned-by-service", "is owned by uid .*, not root"),
+    ("fifo", "is not a regular file"),
+    ("device", "is not a regular file"),
+    ("link", "it is a symbolic link"),
+    ("huge", "is larger than 4096 bytes"),
+])
+def test_password_file_others_control_is_refused(password_path, problem, match):
+    path = password_path
+    if problem == "group-readable":
+        os.chmod(path, 0o640)
+    elif problem == "owned-by-service":
+        os.chown(path, uid(SERVICE_USER), 0)
+    elif problem == "fifo":
+        os.unlink(path)
+        os.mkfifo(path, 0o600)
+    elif problem == "device":
+        path = "/dev/zero"
+    elif problem == "link":
+        os.unlink(path)
+        os.symlink("/dev/zero", path)
+    elif problem == "huge":
+        with open(path, "w") as f:
+            f.write("x" * 5000)
+    started = time.monotonic()
+    with pytest.raises(CopyError, match="The PKCS#12 password file {} {}".format(
+            re.escape(path), match) if problem != "link" else match):
+        copies.read_password(path)
+    assert time.monotonic() - started < 5

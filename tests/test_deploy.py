@@ -5,11 +5,13 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
+import threading
 
 import pytest
 
 from certbot_wwu import deploy
-from certbot_wwu.errors import GrantError, ServiceError
+from certbot_wwu.errors import CopyError, GrantError, LockError, ServiceError
 from certbot_wwu.lineage import KINDS, Lineage
 from certbot_wwu.settings import Settings
 from certbot_wwu.state import State
@@ -383,3 +385,160 @@ def test_interrupted_first_deployment_leaves_the_state_unknown(lineage, recorder
     assert State.load(lineage).known
     assert State.load(lineage).granted == [2]
     assert not deploy.needs_deploy(SVC, lineage)
+
+
+# --- a hostile copy owner, locks that end, one lineage per copy directory ----
+
+HOLD_FLOCK = r"""
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def hold_flock(path, user=None):
+    """Another process (as ``user``, default root) holds an flock on path."""
+    argv = [sys.executable, "-c", HOLD_FLOCK, path]
+    if user:  # the venv's interpreter may sit where only root can reach it
+        argv = ["runuser", "-u", user, "--", "/usr/bin/python3"] + argv[1:]
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             universal_newlines=True)
+    assert child.stdout.readline().strip() == "locked"
+    return child
+
+
+def release(child):
+    child.stdin.close()
+    child.wait(10)
+    child.stdout.close()
+
+
+def in_thread(function, seconds):
+    """Run ``function`` with a deadline; (finished, exception)."""
+    outcome = []
+
+    def run():
+        try:
+            function()
+            outcome.append(None)
+        except Exception as err:  # pylint: disable=broad-except
+            outcome.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.daemon = True
+    thread.start()
+    thread.join(seconds)
+    return (not thread.is_alive(), outcome[0] if outcome else None)
+
+
+def copy_settings(dest, **kwargs):
+    return Settings(copy_to=dest, copy_owner=(SERVICE_USER, ""), **kwargs)
+
+
+def test_copy_owner_holding_a_lock_file_in_dest_stalls_nothing(lineage, scratch):
+    """A lock file in DEST that the copy owner holds (the old .lock) is not
+    ours any more: the deployment neither opens nor waits for it."""
+    dest = os.path.join(scratch, "srv", "tls")
+    deploy.deploy(copy_settings(dest), lineage)
+    planted = os.path.join(dest, ".lock")
+    with open(planted, "w"):
+        pass
+    os.chown(planted, uid(SERVICE_USER), gid(SERVICE_USER))
+    holder = hold_flock(planted, SERVICE_USER)
+    try:
+        new_version(lineage, 3)
+        finished, error = in_thread(lambda: deploy.deploy(copy_settings(dest), lineage), 30)
+    finally:
+        release(holder)
+    assert finished and error is None, error
+    with open(os.path.join(dest, "cert.pem"), "rb") as a, \
+            open(lineage.live_path("cert"), "rb") as b:
+        assert a.read() == b.read()
+
+
+def test_waiting_for_a_held_lineage_lock_ends_with_the_holder_named(lineage):
+    open_roots(lineage)
+    deploy.deploy(SVC, lineage)
+    before = snapshot(lineage.config_dir)
+    lock = os.path.join(lineage.config_dir, "wwu-acl", "unit.lock")
+    holder = hold_flock(lock)
+    try:
+        finished, error = in_thread(
+            lambda: deploy.deploy(Settings(users=[SECOND_USER], timeout=1), lineage), 20)
+    finally:
+        release(holder)
+    assert finished, "the deployment still waits for the lock"
+    assert isinstance(error, LockError)
+    assert str(error).startswith("Deploying unit waited 1 s for {}, which PID {} (".format(
+        lock, holder.pid))
+    assert str(error).endswith("or raise --wwu-acl-timeout.")
+    assert snapshot(lineage.config_dir) == before
+
+
+def test_pkcs12_password_fifo_is_refused_without_waiting(lineage, scratch):
+    fifo = os.path.join(scratch, "p12-fifo")
+    os.mkfifo(fifo, 0o600)
+    settings = copy_settings(os.path.join(scratch, "tls"), copy_formats=("pkcs12",),
+                             p12_password_file=fifo)
+    finished, error = in_thread(lambda: deploy.copy_spec(settings), 10)
+    assert finished, "root waits on a FIFO someone else could hold open"
+    assert isinstance(error, CopyError) and "is not a regular file" in str(error)
+
+
+def test_password_file_the_copy_owner_controls_is_refused(lineage, scratch):
+    path = os.path.join(scratch, "p12-password")
+    with open(path, "w") as f:
+        f.write("chosen-by-the-service\n")
+    os.chmod(path, 0o600)
+    os.chown(path, uid(SERVICE_USER), 0)
+    settings = copy_settings(os.path.join(scratch, "tls"), copy_formats=("pkcs12",),
+                             p12_password_file=path)
+    with pytest.raises(CopyError, match="is owned by uid .*, not root"):
+        deploy.copy_spec(settings)
+
+
+def clone_lineage(lineage, name):
+    """A second real lineage: the same certificate files under another name."""
+    shutil.copytree(lineage.archive_dir, os.path.join(lineage.archive_root, name))
+    os.mkdir(os.path.join(lineage.live_root, name))
+    other = Lineage(lineage.config_dir, name)
+    for kind in KINDS:
+        os.symlink(os.path.relpath(lineage.target(kind), lineage.live_dir).replace(
+            "/unit/", "/{}/".format(name)), other.live_path(kind))
+    return other
+
+
+def test_a_second_lineage_cannot_take_over_a_copy_directory(lineage, scratch):
+    dest = os.path.join(scratch, "tls")
+    deploy.deploy(copy_settings(dest), lineage)
+    before = {name: os.readlink(os.path.join(dest, name)) for name in ("current",)}
+    other = clone_lineage(lineage, "other")
+    with pytest.raises(CopyError, match=(
+            "The copy directory {} already holds the copies of {}; one directory "
+            "serves one certificate, so name another --wwu-acl-copy-to for other")
+            .format(dest, lineage.live_dir)):
+        deploy.deploy(copy_settings(dest), other)
+    assert {name: os.readlink(os.path.join(dest, name)) for name in ("current",)} == before
+    assert os.listdir(os.path.join(dest, ".versions")) == ["1"]
+
+
+def test_the_timer_heal_prunes_what_an_interrupted_renewal_left(lineage, scratch, recorder):
+    """Sets a killed run wrote are pruned by the next run, even when the
+    copies are current and nothing else drifted."""
+    dest = os.path.join(scratch, "tls")
+    settings = copy_settings(dest)
+    spec = deploy.copy_spec(settings)
+    for version in (1, 2, 1, 2):
+        deploy.write_copies(spec, lineage, {k: lineage.archive_file(k, version)
+                                            for k in KINDS})
+    from certbot_wwu import copies
+    for _ in range(3):   # what kills before the prune leave behind
+        copies.write_version(spec, {k: open(lineage.archive_file(k, 1), "rb").read()
+                                    for k in KINDS}, lineage.names())
+    assert len(os.listdir(os.path.join(dest, ".versions"))) == 5
+    assert deploy.needs_deploy(settings, lineage)
+    deploy.heal(settings, lineage)
+    assert len(os.listdir(os.path.join(dest, ".versions"))) == 2
+    assert not deploy.needs_deploy(settings, lineage)

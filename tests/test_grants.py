@@ -587,6 +587,192 @@ def test_secure_key_with_acl(lineage, accounts):
     assert read_as(KEY_GROUP_MEMBER, key)
 
 
+def key_under_default_acl(directory, name="privkey9.pem"):
+    """A key as certbot writes it into a directory with the recipe's default
+    ACL ``d:u:OTHER_USER:rX``: created 0600, so it inherits the named entry
+    and the directory's group entry under an empty mask."""
+    setfacl("-d", "-m", "u:{}:rX".format(OTHER_USER), directory)
+    path = os.path.join(directory, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"secret\n")
+    os.close(fd)
+    return path
+
+
+@needs_root
+@pytest.mark.parametrize("group_bits", [0, R])
+def test_secure_key_does_not_revive_an_inherited_entry(scratch, accounts, group_bits):
+    """Issue 18, defect 4: recomputing the mask must not wake the inert
+    ``user:X:r-x`` a leftover default ACL put on a new key."""
+    key = key_under_default_acl(scratch)
+    entries = grants.read_acl(key)
+    assert entries[("u", uid(OTHER_USER))] == R | X and entries[M] == 0
+    assert entries[GO] == R | X  # the directory's group entry, masked
+    assert not read_as(OTHER_USER, key)
+    os.chown(key, 0, gid(KEY_GROUP))
+    assert grants.secure_key(key, group_bits) is True
+    assert not read_as(OTHER_USER, key)
+    assert read_as(KEY_GROUP_MEMBER, key) is bool(group_bits)
+    assert grants.read_acl(key)[("u", uid(OTHER_USER))] == 0
+    assert grants.secure_key(key, group_bits) is False
+
+
+@needs_root
+def test_secure_key_keeps_a_partly_masked_entry_partly_masked(scratch, accounts):
+    key = os.path.join(scratch, "k")
+    open(key, "w").close()
+    os.chmod(key, 0o600)
+    setfacl("-m", "u:{}:r,u:{}:rx,g::r".format(uid(SERVICE_USER), uid(OTHER_USER)), key)
+    setfacl("-n", "-m", "m::r", key)
+    assert grants.secure_key(key, 0) is True
+    entries = grants.read_acl(key)
+    assert entries[("u", uid(SERVICE_USER))] == R
+    assert entries[("u", uid(OTHER_USER))] == R  # x stays held back
+    assert entries[M] == R
+
+
+@pytest.mark.parametrize("entries, held", [
+    ({UO: 6, GO: 5, O: 0, ("u", 7): 5, M: 0}, {UO: 6, GO: 0, O: 0, ("u", 7): 0, M: 0}),
+    ({UO: 6, GO: 4, O: 4, ("g", 7): 7, M: 5}, {UO: 6, GO: 4, O: 4, ("g", 7): 5, M: 5}),
+    ({UO: 6, GO: 4, O: 0}, {UO: 6, GO: 4, O: 0}),  # no mask: nothing held back
+])
+def test_held_back(entries, held):
+    assert grants.held_back(entries) == held
+
+
+# --- default ACL leftovers and unwanted access -------------------------------
+
+def default_acl(path):
+    return [line for line in getfacl(path).splitlines() if line.startswith("default:")]
+
+
+@pytest.fixture
+def recipe(lineage, accounts):
+    """The recipe's third setfacl, for OTHER_USER and READER_GROUP, plus one
+    for the configured SERVICE_USER."""
+    archive = os.path.join(lineage.archive_root, "unit")
+    for path in (lineage.live_dir, archive):
+        setfacl("-m", "d:u:{}:rX,d:g:{}:rX,d:u:{}:rX".format(
+            OTHER_USER, READER_GROUP, SERVICE_USER), path)
+    return lineage.live_dir, archive
+
+
+@needs_root
+def test_stray_defaults_names_what_is_not_kept(lineage, recipe):
+    live, archive = recipe
+    keep = [("u", uid(SERVICE_USER))]
+    assert grants.stray_defaults(lineage, keep) == [
+        (path, key) for path in (live, archive)
+        for key in sorted([("u", uid(OTHER_USER)), ("g", gid(READER_GROUP))], key=str)]
+    before = default_acl(archive)
+    grants.stray_defaults(lineage, keep)
+    assert default_acl(archive) == before  # read-only
+
+
+@needs_root
+def test_remove_stray_defaults_keeps_the_configured(lineage, recipe):
+    live, archive = recipe
+    line = grants.remove_stray_defaults(lineage, [("u", uid(SERVICE_USER))])
+    assert line == (
+        "removed default ACL entries for group {}, user {} from live/unit, "
+        "archive/unit: they would give every future key to principals not "
+        "configured for this certificate".format(READER_GROUP, OTHER_USER))
+    for path in (live, archive):
+        assert grants.read_default_acl(path) == {
+            UO: R | W | X, GO: R | X, O: R | X, ("u", uid(SERVICE_USER)): R | X,
+            M: R | X}
+    assert grants.stray_defaults(lineage, [("u", uid(SERVICE_USER))]) == []
+    assert grants.remove_stray_defaults(lineage, [("u", uid(SERVICE_USER))]) is None
+    # a key certbot writes now carries no entry for the removed ones
+    key = os.path.join(archive, "privkey9.pem")
+    os.close(os.open(key, os.O_WRONLY | os.O_CREAT, 0o600))
+    assert set(grants.read_acl(key)) == {UO, GO, O, M, ("u", uid(SERVICE_USER))}
+
+
+@needs_root
+def test_remove_stray_defaults_takes_the_inherited_entries_off_the_current_key(
+        lineage, recipe, accounts):
+    """certbot copies the old mask into a new key's mode: the inherited entry
+    reads the key before any deployment; no mask could hold it back."""
+    open_roots(lineage)
+    live, archive = recipe
+    setfacl("-m", "u:{}:x".format(uid(OTHER_USER)), lineage.live_root, lineage.archive_root)
+    key = lineage.archive_file("privkey", 2)
+    setfacl("-m", "u:{}:rx,u:{}:r,u:{}:r".format(
+        uid(OTHER_USER), uid(SERVICE_USER), uid(SECOND_USER)), key)
+    assert read_as(OTHER_USER, lineage.live_path("privkey"))
+    line = grants.remove_stray_defaults(lineage, [("u", uid(SERVICE_USER))])
+    assert line.startswith(
+        "removed default ACL entries for group {}, user {} from live/unit, "
+        "archive/unit and their entries from archive/unit/privkey2.pem: ".format(
+            READER_GROUP, OTHER_USER))
+    assert not read_as(OTHER_USER, lineage.live_path("privkey"))
+    entries = grants.read_acl(key)
+    assert ("u", uid(OTHER_USER)) not in entries
+    # kept, and entries no default put there, stay as they were
+    assert entries[("u", uid(SERVICE_USER))] == R
+    assert entries[("u", uid(SECOND_USER))] == R
+    assert read_as(SERVICE_USER, lineage.live_path("privkey"))
+
+
+@needs_root
+def test_remove_stray_defaults_deletes_a_default_left_with_base_entries(lineage, recipe):
+    live, archive = recipe
+    line = grants.remove_stray_defaults(lineage, [])
+    assert "user {}".format(SERVICE_USER) in line
+    for path in (live, archive):
+        assert default_acl(path) == []
+        assert grants.read_default_acl(path) == {}
+    # the access ACLs of the directories were not touched
+    assert grants.read_acl(archive) == {UO: R | W | X, GO: R | X, O: R | X}
+
+
+@needs_root
+def test_remove_stray_defaults_without_defaults_needs_no_pylibacl(lineage, monkeypatch):
+    def missing():
+        raise GrantError("no pylibacl")
+    monkeypatch.setattr(grants, "_posix1e", missing)
+    assert grants.stray_defaults(lineage, []) == []
+    assert grants.remove_stray_defaults(lineage, []) is None
+
+
+@needs_root
+def test_unwanted_access(lineage, granted):
+    key, cert = lineage.archive_file("privkey", 2), lineage.archive_file("cert", 2)
+    keep = [("u", uid(SERVICE_USER)), ("g", gid(READER_GROUP))]
+    assert grants.unwanted_access(lineage, keep) == []
+    setfacl("-m", "u:{}:r".format(uid(OTHER_USER)), key)
+    setfacl("-m", "u:{}:r".format(uid(SECOND_USER)), cert)  # certificates are public
+    setfacl("-m", "u:0:r", key)
+    assert grants.unwanted_access(lineage, keep) == [
+        grants.Access(key, ("u", uid(OTHER_USER)), R, "named")]
+    # without the configured ones, they are strays too
+    assert {a.key for a in grants.unwanted_access(lineage, [])} == {
+        ("u", uid(OTHER_USER)), ("u", uid(SERVICE_USER)), ("g", gid(READER_GROUP))}
+    # masked entries give nothing
+    setfacl("-n", "-m", "m::---", key)
+    assert grants.unwanted_access(lineage, keep) == []
+    setfacl("-m", "m::r", key)
+    # write on a certificate, and the owning group on the key
+    setfacl("-m", "u:{}:rw".format(uid(SECOND_USER)), cert)
+    os.chown(key, 0, gid(KEY_GROUP))
+    setfacl("-m", "g::r", key)
+    assert sorted(grants.unwanted_access(lineage, keep), key=str) == sorted([
+        grants.Access(key, ("u", uid(OTHER_USER)), R, "named"),
+        grants.Access(key, ("g", gid(KEY_GROUP)), R, "group"),
+        grants.Access(cert, ("u", uid(SECOND_USER)), W, "named")], key=str)
+    os.chown(cert, uid(OTHER_USER), 0)
+    assert grants.Access(cert, ("u", uid(OTHER_USER)), W, "owner") in \
+        grants.unwanted_access(lineage, keep)
+
+
+def test_describe(accounts):
+    assert grants.describe(("u", uid(OTHER_USER))) == "user " + OTHER_USER
+    assert grants.describe(("g", gid(READER_GROUP))) == "group " + READER_GROUP
+    assert grants.describe(("u", 2147483001)) == "user 2147483001"
+    assert grants.acl_name(("g", 2147483001)) == "2147483001"
+
+
 # --- check_supported ---------------------------------------------------------
 
 @needs_root

@@ -10,6 +10,8 @@ import pytest
 from certbot_wwu import installer
 from certbot_wwu.installer import Installer
 from certbot_wwu.settings import METAVARS, OPTIONS, comma_list
+from tests.conftest import needs_root
+from tests.e2e.snapshot import snapshot
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -196,3 +198,29 @@ def test_installer_describes_itself():
     plugin = Installer.__new__(Installer)
     assert plugin.get_all_names() == []
     assert plugin.supported_enhancements() == []
+
+
+@needs_root
+def test_unstorable_value_fails_install_before_anything_changes(certbot_config,
+                                                                 lineage_dir, scratch):
+    """certbot install used to deploy the copies first, then fail "unexpectedly"
+    on the renewal conf and record nothing."""
+    from certbot import errors
+    target = os.path.join(scratch, "tls#1")
+    config, entry = certbot_config("--config-dir", lineage_dir, "--cert-name", "unit",
+                                   "--wwu-acl-copy-to", target)
+    plugin = entry.init(config)
+    plugin.prepare()
+    before = snapshot(lineage_dir)
+    live = os.path.join(lineage_dir, "live", "unit")
+    with pytest.raises(errors.PluginError) as info:
+        plugin.deploy_cert(domain="unit.example.org",
+                           cert_path=os.path.join(live, "cert.pem"),
+                           key_path=os.path.join(live, "privkey.pem"),
+                           chain_path=os.path.join(live, "chain.pem"),
+                           fullchain_path=os.path.join(live, "fullchain.pem"))
+    assert str(info.value) == (
+        "--wwu-acl-copy-to '{}' cannot be stored in the renewal configuration: '#' "
+        "starts a comment there; choose a value without it.".format(target))
+    assert not os.path.exists(target)
+    assert snapshot(lineage_dir) == before

@@ -5,10 +5,12 @@ import argparse
 import io
 import json
 import os
+import secrets
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -77,10 +79,15 @@ FAKE_CERTBOT = textwrap.dedent("""\
               "env": {{k: v for k, v in os.environ.items() if "proxy" in k.lower()}}}}
     config = opt("--config")
     if config:
-        record["mode"] = os.stat(config).st_mode & 0o777
-        record["dir_mode"] = os.stat(os.path.dirname(config)).st_mode & 0o777
+        info = os.stat(config)
+        record["mode"] = info.st_mode & 0o777
+        record["nlink"] = info.st_nlink
+        record["target"] = (os.readlink(config) if os.path.islink(config)
+                            else os.path.abspath(config))
         with open(config) as f:
             record["config"] = f.read()
+        with open(config) as f:  # as certbot 1.x does when it re-parses
+            record["config_again"] = f.read()
     with open(os.environ["FAKE_RECORD"], "w") as f:
         json.dump(record, f)
     if os.environ.get("FAKE_SLEEP"):
@@ -130,15 +137,25 @@ def fake(tmp_path, monkeypatch):
 
 @pytest.fixture
 def shm(monkeypatch, tmp_path):
-    """Private temp dirs under tmp_path, to see that they are removed."""
+    """A private directory in place of /dev/shm, to see that nothing is named
+    in it (O_TMPFILE works on the ext4 under tmp_path as on tmpfs)."""
     base = tmp_path / "shm"
     base.mkdir()
-    real = register.tempfile.mkdtemp
-
-    def mkdtemp(prefix="tmp", dir=None):
-        return real(prefix=prefix, dir=str(base) if dir in (None, "/dev/shm") else dir)
-    monkeypatch.setattr(register.tempfile, "mkdtemp", mkdtemp)
+    monkeypatch.setattr(register, "SHM_DIR", str(base))
     return base
+
+
+def open_anonymous_files(directory):
+    """Descriptors of this process on nameless files created in directory."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink("/proc/self/fd/" + name)
+        except OSError:
+            continue
+        if target.startswith(str(directory) + "/") and target.endswith(" (deleted)"):
+            found.append(int(name))
+    return found
 
 
 # --- the command line -------------------------------------------------------------
@@ -345,12 +362,12 @@ def test_certbot_argv_has_no_key(fake, tmp_path):
                  "--certbot", fake.certbot, "--config-dir", "etc", "--work-dir",
                  "work", "--logs-dir", "logs")
     request = register.prepare(args)
-    argv = register.certbot_argv(request, "/dev/shm/x/eab.ini", request.config_dir)
+    argv = register.certbot_argv(request, "/dev/fd/5", request.config_dir)
     assert KEY not in " ".join(argv)
     assert argv[:2] == [fake.certbot, "register"]
     for pair in (("--server", SERVER), ("--eab-kid", KID),
                  ("--email", "a@example.org,b@example.org"),
-                 ("--config", "/dev/shm/x/eab.ini"),
+                 ("--config", "/dev/fd/5"),
                  ("--config-dir", os.path.abspath("etc")),
                  ("--work-dir", os.path.abspath("work")),
                  ("--logs-dir", os.path.abspath("logs"))):
@@ -359,28 +376,75 @@ def test_certbot_argv_has_no_key(fake, tmp_path):
         assert flag in argv
 
 
-def test_key_config_file(tmp_path):
-    previous = os.umask(0)
+@pytest.mark.parametrize("umask", [0, 0o277])
+def test_key_config_is_an_anonymous_private_file(shm, umask):
+    previous = os.umask(umask)
     try:
-        path = register.write_key_config(str(tmp_path), KEY)
+        fd = register.write_key_config(KEY)
     finally:
         os.umask(previous)
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    with open(path) as f:
-        lines = [line for line in f.read().splitlines() if not line.startswith("#")]
-    assert lines == ["eab-hmac-key = " + KEY]
-    with pytest.raises(OSError):
-        register.write_key_config(str(tmp_path), KEY)  # O_EXCL
-
-
-def test_secret_dir_is_private():
-    path = register._secret_dir()
     try:
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
-        if os.path.isdir("/dev/shm"):
-            assert path.startswith("/dev/shm/")
+        info = os.fstat(fd)
+        assert stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
+        assert info.st_nlink == 0  # no name, anywhere
+        assert os.listdir(str(shm)) == []
+        assert open_anonymous_files(shm) == [fd]
+        path = register.config_path(fd)
+        assert path == "/dev/fd/{}".format(fd)
+        for _ in range(2):  # every open starts at the beginning
+            with open(path) as f:
+                lines = [line for line in f.read().splitlines()
+                         if not line.startswith("#")]
+            assert lines == ["eab-hmac-key = " + KEY]
+        with pytest.raises(OSError):  # O_EXCL: it can never get a name
+            os.link(path, str(shm / "linked"), follow_symlinks=True)
+        assert os.listdir(str(shm)) == []
     finally:
-        os.rmdir(path)
+        os.close(fd)
+    assert open_anonymous_files(shm) == []
+
+
+def test_key_config_is_in_memory_by_default():
+    fd = register.write_key_config(KEY)
+    try:
+        target = os.readlink("/proc/self/fd/{}".format(fd))
+    finally:
+        os.close(fd)
+    assert target.startswith("/dev/shm/") and target.endswith(" (deleted)"), target
+
+
+def test_without_o_tmpfile_on_shm_another_nameless_file(monkeypatch, tmp_path):
+    # /proc takes no O_TMPFILE (EOPNOTSUPP), as an old kernel's /dev/shm
+    monkeypatch.setattr(register, "SHM_DIR", "/proc")
+    monkeypatch.setattr(register.tempfile, "tempdir", str(tmp_path))
+    fd = register.write_key_config(KEY)
+    try:
+        info = os.fstat(fd)
+        target = os.readlink("/proc/self/fd/{}".format(fd))
+        with open(register.config_path(fd)) as f:
+            assert "eab-hmac-key = {}\n".format(KEY) in f.read()
+    finally:
+        os.close(fd)
+    assert info.st_nlink == 0 and stat.S_IMODE(info.st_mode) == 0o600
+    if hasattr(os, "memfd_create"):
+        assert target.startswith("/memfd:certbot-wwu-eab"), target
+    else:  # Python 3.6, 3.7
+        assert target.startswith(str(tmp_path) + "/"), target
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_no_nameless_file_anywhere_is_a_sentence(capsys, wired, fake, monkeypatch,
+                                                 tmp_path):
+    monkeypatch.setattr(register, "SHM_DIR", "/proc")
+    monkeypatch.setattr(register.tempfile, "tempdir", "/sys")
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    code, out, err = run(capsys, *fake.argv())
+    assert code == 1 and out == "", err
+    message = err.rstrip("\n")[len("certbot-wwu: "):]
+    assert message.startswith("Cannot hand the HMAC key to certbot in a file "
+                              "without a name (/proc: Operation not supported;"), err
+    assert "mount a tmpfs on /proc" in message and one_sentence(message)
+    assert not (tmp_path / "record.json").exists()  # certbot never ran
 
 
 def test_proxy_from_the_preset():
@@ -471,11 +535,15 @@ def test_register_passes_the_key_in_a_private_config_file(capsys, wired, fake, s
     assert code == 0, err
     record = fake.record()
     assert KEY not in " ".join(record["argv"])
-    assert record["mode"] == 0o600 and record["dir_mode"] == 0o700
+    assert record["mode"] == 0o600 and record["nlink"] == 0
     assert "eab-hmac-key = {}\n".format(KEY) in record["config"]
+    assert record["config_again"] == record["config"]
     config_file = record["argv"][record["argv"].index("--config") + 1]
-    assert config_file.startswith(str(shm))
-    assert not os.path.exists(config_file) and os.listdir(str(shm)) == []
+    assert config_file.startswith("/dev/fd/")
+    # certbot saw a nameless file in the private stand-in for /dev/shm
+    assert record["target"].startswith(str(shm) + "/#"), record["target"]
+    assert record["target"].endswith(" (deleted)")
+    assert os.listdir(str(shm)) == [] and open_anonymous_files(shm) == []
     assert record["env"] == {}
     assert out.startswith("Registered account 0123abcd for {} in {}.\n".format(
         SERVER, os.path.join(register.accounts_dir(fake.config_dir, SERVER),
@@ -492,7 +560,7 @@ def test_failure_removes_the_config_file_and_translates(capsys, wired, fake, shm
     assert err == "certbot-wwu: {}\n".format(register.explain_failure(
         PEBBLE_58_UNKNOWN_KID, KID))
     assert "does not know the EAB key id {}".format(KID) in err
-    assert os.listdir(str(shm)) == []
+    assert os.listdir(str(shm)) == [] and open_anonymous_files(shm) == []
 
 
 def test_certbot_output_never_repeats_the_key(capsys, wired, fake, shm, monkeypatch):
@@ -503,13 +571,18 @@ def test_certbot_output_never_repeats_the_key(capsys, wired, fake, shm, monkeypa
 
 
 def test_interrupt_removes_the_config_file(capsys, wired, fake, shm, monkeypatch):
-    def interrupted(argv, env):
+    seen = []
+
+    def interrupted(argv, env, pass_fds=()):
         config = argv[argv.index("--config") + 1]
-        assert os.path.exists(config)
+        seen.append(open_anonymous_files(shm))
+        assert config == "/dev/fd/{}".format(pass_fds[0])
+        assert seen[0] == [pass_fds[0]]
         raise KeyboardInterrupt
     monkeypatch.setattr(register, "_run", interrupted)
     code, _, err = run(capsys, *fake.argv())
     assert code == 130 and "interrupted" in err
+    assert len(seen) == 1 and open_anonymous_files(shm) == []  # closed
     assert os.listdir(str(shm)) == []
 
 
@@ -523,26 +596,115 @@ DRIVER = textwrap.dedent("""\
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture
+def driver(fake, tmp_path):
+    """driver(key): certbot-wwu register in a process of its own, the fake
+    certbot sleeping once it has recorded what it got; (proc, record) once
+    certbot runs. Whatever is still running at the end is killed."""
+    started = []
+
+    def start(key):
+        path = key_file(tmp_path, key + "\n", name="kill-hmac.txt")
+        argv = fake.argv()
+        argv[argv.index("--eab-hmac-key-file") + 1] = path
+        env = dict(os.environ, PYTHONPATH=REPO, FAKE_SLEEP="30")
+        proc = subprocess.Popen([sys.executable, "-c", DRIVER] + argv,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True,
+                                env=env)
+        started.append(proc)
+        deadline = time.time() + 30
+        while True:  # the fake writes its record whole, then sleeps
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            try:
+                record = fake.record()
+            except (OSError, ValueError):
+                time.sleep(0.02)
+                continue
+            started.append(record["pid"])
+            return proc, record
+
+    yield start
+    for item in started:
+        try:
+            os.kill(getattr(item, "pid", item), signal.SIGKILL)
+        except OSError:
+            pass
+    for item in started:
+        if hasattr(item, "wait"):
+            item.wait()
+            item.stdout.close()
+            item.stderr.close()
+
+
+def files_holding(secret, tops, since, ignore=()):
+    """Regular files under tops (links not followed) changed since ``since``
+    whose bytes hold secret, but for the ones in ignore."""
+    found = []
+    for top in tops:
+        for directory, _, names in os.walk(top):
+            for name in names:
+                path = os.path.join(directory, name)
+                if path in ignore:
+                    continue
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                except OSError:  # gone, a socket, a link
+                    continue
+                with os.fdopen(fd, "rb") as f:
+                    info = os.fstat(fd)
+                    if (stat.S_ISREG(info.st_mode) and info.st_size < 1 << 24
+                            and max(info.st_mtime, info.st_ctime) >= since
+                            and secret in f.read()):
+                        found.append(path)
+    return found
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
-def test_a_signal_removes_the_config_file_and_stops_certbot(fake, tmp_path, signum):
-    record = tmp_path / "record.json"
-    env = dict(os.environ, PYTHONPATH=REPO, FAKE_SLEEP="30")
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER] + fake.argv(),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True, env=env)
-    deadline = time.time() + 30
-    while not record.exists() or not record.stat().st_size:
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.02)
-    time.sleep(0.1)
-    argv = fake.record()["argv"]
-    config = argv[argv.index("--config") + 1]
-    assert os.path.exists(config)
+def test_a_signal_stops_certbot_and_leaves_no_key_file(fake, driver, signum):
+    key, since = secrets.token_urlsafe(48), time.time() - 1
+    proc, record = driver(key)
+    argv = record["argv"]
+    fd = argv[argv.index("--config") + 1][len("/dev/fd/"):]
+    # what certbot reads is nameless, in /dev/shm
+    target = os.readlink("/proc/{}/fd/{}".format(record["pid"], fd))
+    assert target.startswith("/dev/shm/#") and target.endswith(" (deleted)"), target
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and err == "certbot-wwu: interrupted\n"
-    assert not os.path.exists(os.path.dirname(config))
-    assert not os.path.exists("/proc/{}".format(fake.record()["pid"]))  # reaped
+    assert not os.path.exists("/proc/{}".format(record["pid"]))  # reaped
+    assert files_holding(key.encode(), ["/dev/shm", str(fake.config_dir)],
+                         since) == []
+
+
+def test_sigkill_of_register_and_certbot_leaves_no_key_file(driver, tmp_path):
+    """Issue 18, defect 7: the OOM killer or systemd's final SIGKILL (to the
+    whole unit) left the key file in /dev/shm until the next reboot."""
+    key, since = secrets.token_urlsafe(48), time.time() - 1
+    proc, record = driver(key)
+    for pid in (proc.pid, record["pid"]):  # as systemd kills a unit: all at once
+        os.kill(pid, signal.SIGSTOP)
+    for pid in (proc.pid, record["pid"]):
+        os.kill(pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    deadline = time.time() + 30
+    while not gone(record["pid"]):  # the orphan is reaped by init, later
+        assert time.time() < deadline
+        time.sleep(0.02)
+    # but for the key file given and the fake's record of what it read
+    mine = (str(tmp_path / "kill-hmac.txt"), str(tmp_path / "record.json"))
+    assert files_holding(key.encode(), ["/dev/shm", tempfile.gettempdir(),
+                                        str(tmp_path)], since, mine) == []
+
+
+def gone(pid):
+    """True once pid has ended (a zombie counts: its descriptors are closed)."""
+    try:
+        with open("/proc/{}/stat".format(pid)) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
 
 
 def test_proxy_reaches_certbot(capsys, wired, fake, tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import configobj
 import pytest
 
 from certbot_wwu import renewalconf
-from certbot_wwu.errors import LineageError
+from certbot_wwu.errors import LineageError, SettingsError
 from certbot_wwu.renewalconf import attach, edit
 from tests.conftest import needs_root
 
@@ -178,20 +178,61 @@ def test_edit_is_idempotent():
     assert edit(once, dict(VALUES)) == once
 
 
-@pytest.mark.parametrize("value", ["a\nb", "svc\n", "svc # comment", "#", 'a"b', '"svc"'])
-def test_unsafe_values_are_rejected(value):
-    with pytest.raises(ValueError, match="unsafe value for user"):
+@pytest.mark.parametrize("value, char", [
+    ("a\nb", "U+000A"), ("svc\n", "U+000A"), ("svc # comment", "'#'"), ("#", "'#'"),
+    ('a"b', "'\"'"), ('"svc"', "'\"'"), ("a\tb", "U+0009"), ("a\x7fb", "U+007F"),
+    ("a\u2028b", "U+2028"), ("a\x85b", "U+0085")])
+def test_unsafe_values_are_a_settings_error_naming_the_character(value, char):
+    with pytest.raises(SettingsError) as info:
         edit(CONF, {"group": "g", "user": value})
+    message = str(info.value)
+    assert message.startswith("--wwu-acl-user ")
+    assert "cannot be stored in the renewal configuration: " in message
+    assert char in message and "\n" not in message
 
 
 @pytest.mark.parametrize("value", ["a\rb", "svc\r", "'svc", "'svc'", "a'b"])
 def test_values_configobj_cannot_read_back_are_rejected(value, tmp_path):
     # '\r' splits the line for edit() but not for configobj; a leading quote
     # makes the value unreadable for configobj: neither may be written
-    with pytest.raises(ValueError, match="unsafe value for user"):
+    with pytest.raises(SettingsError, match="^--wwu-acl-user .* cannot be stored"):
         edit(CONF, {"user": value})
-    with pytest.raises(ValueError, match="unsafe value for user"):
+    with pytest.raises(SettingsError, match="^--wwu-acl-user .* cannot be stored"):
         edit(edit(CONF, VALUES), {"user": value})
+
+
+@pytest.mark.parametrize("option, value, reason", [
+    ("copy-to", "/srv/tls#1", "'#' starts a comment"),
+    ("copy_to", "/srv/tls ", "trailing space"),
+    ("copy_to", " /srv/tls", "leading or trailing space"),
+    ("p12_password_file", "/etc/p12 pass'", "quote character"),
+    ("p12_password_file", "/etc/%(server)s", "'%(NAME)s' is replaced"),
+    ("user", "None", "the Python value None"),
+    ("group", "True", "the Python value True"),
+    ("copy_to", "/srv/zertifik\u00e4t", "non-ASCII character U+00E4"),
+])
+def test_edit_refuses_what_certbot_reads_back_differently(option, value, reason):
+    with pytest.raises(SettingsError) as info:
+        edit(CONF, {option: value})
+    message = str(info.value)
+    assert message.startswith("--wwu-acl-{} ".format(option.replace("_", "-")))
+    assert reason in message and message.endswith(".")
+
+
+def test_edit_refuses_a_value_that_is_not_text():
+    with pytest.raises(SettingsError, match="^--wwu-acl-timeout 5 .* not text"):
+        edit(CONF, {"timeout": 5})
+
+
+@pytest.mark.parametrize("option, value", [
+    ("copy_to", "/srv/a,b"), ("copy_to", "/srv/tls,"), ("p12_password_file", "/etc/a, b"),
+    ("copy_to", "/srv/100%"), ("copy_to", "/srv/$HOME"), ("copy_to", "/srv/a\\b"),
+    ("p12_empty_password", "True")])
+def test_commas_and_other_characters_read_back_as_one_string(option, value, tmp_path):
+    """A comma is the list separator for configobj: edit() quotes the value,
+    and certbot reads back the one string (decided: commas in paths are fine)."""
+    params = parse_text(edit(CONF, {option: value}), tmp_path)["renewalparams"]
+    assert params["wwu_acl_" + option] == value
 
 
 def test_section_header_with_a_comment_is_found(tmp_path):
@@ -262,9 +303,17 @@ def test_attach_missing_file_is_a_lineage_error(tmp_path):
 
 
 def test_attach_unsafe_value_leaves_the_file_alone(conf_file):
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingsError, match="'#' starts a comment"):
         attach(conf_file, {"user": "a#b"})
     assert read(conf_file) == CONF
+    assert os.listdir(os.path.dirname(conf_file)) == ["unit.conf"]
+
+
+def test_attach_unreadable_conf_is_a_lineage_error(conf_file):
+    with open(conf_file, "wb") as f:
+        f.write(b"[renewalparams]\nauthenticator = standalone \xff\n")
+    with pytest.raises(LineageError, match="is not UTF-8 text"):
+        attach(conf_file, VALUES)
 
 
 @needs_root

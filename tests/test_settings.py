@@ -1,7 +1,11 @@
 """certbot_wwu.settings: every raw value becomes a Settings or one SettingsError."""
+import copy
+import os
+
+import configobj
 import pytest
 
-from certbot_wwu import settings
+from certbot_wwu import renewalconf, settings
 from certbot_wwu.errors import SettingsError
 from certbot_wwu.settings import (ACTIONS, DEFAULT_ACTION, UNIT_TYPES, Settings,
                                   account_names, action_name, comma_list,
@@ -281,3 +285,137 @@ def test_timeout_and_check_round_trip_through_the_renewal_conf():
     values = original.to_values()
     assert values["timeout"] == "5" and values["check"] == "[::1]:8443"
     assert settings.Settings.from_options(values.get) == original
+
+
+# --- storable: one validator for every value a renewal conf must hold ----------
+
+COPY = {"copy_to": "/srv/tls"}
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ({"copy_to": "/srv/tls#1"}, "--wwu-acl-copy-to '/srv/tls#1' cannot be stored "
+                                "in the renewal configuration: '#' starts a comment"),
+    ({"copy_to": "/srv/tls "}, "--wwu-acl-copy-to '/srv/tls ' cannot be stored "
+                               "in the renewal configuration: a leading or trailing "
+                               "space is dropped there"),
+    ({"copy_to": "/srv/tls\t"}, "control character U+0009"),
+    ({"copy_to": "/srv/tls\x1b[2J"}, "control character U+001B"),
+    ({"copy_to": '/srv/"tls"'}, "--wwu-acl-copy-to '/srv/\"tls\"' cannot be stored "
+                                "in the renewal configuration: '\"' is a quote"),
+    ({"copy_to": "/srv/'tls'"}, "\"'\" is a quote character"),
+    ({"copy_to": "/srv/%(server)s"}, "'%(NAME)s' is replaced by the value of NAME"),
+    ({"copy_to": "/srv/zertifik\u00e4t"}, "non-ASCII character U+00E4"),
+    (dict(COPY, p12_password_file="/etc/p12#pass", copy_formats="pkcs12"),
+     "--wwu-acl-p12-password-file '/etc/p12#pass' cannot be stored"),
+    (dict(COPY, p12_password_file="/etc/p12 ", copy_formats="pkcs12"),
+     "--wwu-acl-p12-password-file '/etc/p12 ' cannot be stored"),
+    (dict(COPY, p12_password_file="/etc/'p12'", copy_formats="pkcs12"),
+     "quote character"),
+    (dict(COPY, p12_password_file="/etc/p12\r", copy_formats="pkcs12"),
+     "control character U+000D"),
+    ({"user": "None"}, "--wwu-acl-user 'None' cannot be stored in the renewal "
+                       "configuration: certbot reads it back as the Python value None"),
+    ({"group": "True"}, "--wwu-acl-group 'True' cannot be stored"),
+    ({"push_to": "None"}, "--wwu-acl-push-to 'None' cannot be stored"),
+    (dict(COPY, copy_owner="None"), "--wwu-acl-copy-owner 'None' cannot be stored"),
+])
+def test_from_options_refuses_values_the_renewal_conf_cannot_hold(values, fragment):
+    with pytest.raises(SettingsError) as info:
+        Settings.from_options(getter(**values))
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message and message.endswith(".")
+
+
+def test_p12_password_file_must_be_absolute():
+    with pytest.raises(SettingsError, match="must be an absolute path"):
+        Settings.from_options(getter(copy_to="/srv/tls", copy_formats="pkcs12",
+                                     p12_password_file="p12.pass"))
+
+
+@pytest.mark.parametrize("option, value", [("copy_to", "/srv/a,b"),
+                                           ("copy_to", "/srv/a, b,"),
+                                           ("p12_password_file", "/etc/p12,pass")])
+def test_commas_in_paths_survive_the_renewal_conf(option, value, tmp_path,
+                                                  renew_config):
+    """Decided: a comma is fine in the two path options; renewalconf quotes the
+    value, so configobj reads it back as one string, not a list."""
+    raw = dict(COPY, copy_formats="pkcs12", p12_password_file="/etc/p12")
+    raw[option] = value
+    original = Settings.from_options(getter(**raw))
+    assert getattr(original, option) == value
+    assert restore(store(original, tmp_path), renew_config) == original
+
+
+def test_storable_names_the_option_with_its_installer_prefix():
+    assert settings.storable("copy_to", "/srv/tls") == "/srv/tls"
+    assert settings.storable("p12_empty_password", "True") == "True"
+    with pytest.raises(SettingsError, match="^--wwu-acl-copy-to '#' "):
+        settings.storable("copy-to", "#")
+
+
+# --- the renewal conf round trip (also for tests/test_settings_properties.py) ---
+
+#: a renewal conf as certbot writes it (standalone: no webroot_map to restore)
+CERTBOT_CONF = (
+    "version = 5.8.0\n"
+    "archive_dir = /etc/letsencrypt/archive/unit\n"
+    "cert = /etc/letsencrypt/live/unit/cert.pem\n"
+    "privkey = /etc/letsencrypt/live/unit/privkey.pem\n"
+    "chain = /etc/letsencrypt/live/unit/chain.pem\n"
+    "fullchain = /etc/letsencrypt/live/unit/fullchain.pem\n"
+    "\n"
+    "# Options used in the renewal process\n"
+    "[renewalparams]\n"
+    "account = ea311d4b74474b2a5f581a040f0ae509\n"
+    "authenticator = standalone\n"
+    "server = https://acme.example/dir\n"
+    "key_type = ecdsa\n"
+)
+
+
+@pytest.fixture(scope="module")
+def renew_config(tmp_path_factory):
+    """certbot's configuration for ``certbot renew``, parsed by certbot itself
+    with the wwu-acl plugin's options (copied for each restore)."""
+    from certbot import configuration
+    from certbot._internal import cli
+    from certbot._internal.plugins import disco
+    root = str(tmp_path_factory.mktemp("renew"))
+    detector = getattr(cli, "set_by_cli", None)  # certbot < 2.7 caches one
+    if detector is not None:
+        detector.detector = None
+    args = cli.prepare_and_parse_args(disco.PluginsRegistry.find_all(), [
+        "renew", "--config-dir", os.path.join(root, "etc"),
+        "--work-dir", os.path.join(root, "work"),
+        "--logs-dir", os.path.join(root, "logs")])
+    yield args if isinstance(args, configuration.NamespaceConfig) \
+        else configuration.NamespaceConfig(args)
+    if detector is not None:
+        detector.detector = None
+
+
+def store(original, tmp_path):
+    """``original`` attached to a certbot renewal conf, as attach writes it."""
+    path = str(tmp_path / "round-trip.conf")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(renewalconf.edit(CERTBOT_CONF, original.to_values()))
+    return path
+
+
+def restore(path, renew_config):
+    """Settings as ``certbot renew`` gives them to the installer: the conf read
+    as certbot's storage reads it, restored by certbot's own renewal code,
+    then Settings.from_options on the installer's ``conf``; certbot-wwu's own
+    commands (renewalconf.stored) must agree."""
+    from certbot._internal import renewal
+    params = configobj.ConfigObj(path, encoding="utf-8",
+                                 default_encoding="utf-8")["renewalparams"]
+    assert params["installer"] == renewalconf.INSTALLER
+    config = copy.deepcopy(renew_config)
+    renewal._restore_plugin_configs(config, params)
+    via_certbot = Settings.from_options(
+        lambda name: getattr(config, renewalconf.PREFIX + name))
+    _, stored = renewalconf.stored(path)
+    assert Settings.from_options(stored.get) == via_certbot
+    return via_certbot

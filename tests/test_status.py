@@ -4,21 +4,24 @@ snapshot of modes, owners, ACLs and contents before and after)."""
 import argparse
 import datetime
 import fcntl
+import grp
 import json
 import os
 import shutil
+import pwd
+import re
 import subprocess
 import sys
 
 import pytest
 
-from certbot_wwu import deploy, renewalconf, status, timer
-from certbot_wwu.errors import WwuError
+from certbot_wwu import deploy, grants, renewalconf, status, timer
+from certbot_wwu.errors import CopyError, WwuError
 from certbot_wwu.lineage import Lineage
 from certbot_wwu.presets import proxy_environment
 from certbot_wwu.settings import Settings
 from tests.e2e.snapshot import snapshot
-from tests.support.host import READER_GROUP, SERVICE_USER
+from tests.support.host import KEY_GROUP, OTHER_USER, READER_GROUP, SERVICE_USER
 from tests.support.pebble import free_port
 from tests.test_timer import make_root
 
@@ -151,6 +154,7 @@ def test_deployed_lineage_is_all_well(lineage, run, run_json, recorder):
     assert unit["principals"] == [{"kind": "user", "name": SERVICE_USER,
                                    "can_read": True, "unreadable": []}]
     assert unit["outsider_refused"] is True
+    assert unit["unwanted_access"] == [] and unit["stray_defaults"] == []
     assert unit["needs_deploy"] is False and unit["needs_action"] is False
     assert unit["copies_current"] is None
     assert unit["units"] == [{"unit": "web.service", "state": "active", "active": True}]
@@ -196,6 +200,90 @@ def test_readable_by_anyone(lineage, run_json):
     assert code == 1
     assert doc["lineages"][0]["outsider_refused"] is False
     assert "attention" in statuses(doc, "unit", "outsider")
+
+
+# --- issue 18, defect 4: readers and default entries nobody configured ----------
+
+def setfacl(*args):
+    subprocess.check_call(("setfacl",) + args)
+
+
+def test_stray_reader_of_the_key_is_named(lineage, run, run_json):
+    """The key as the old secure_key left it under the recipe's leftover:
+    OTHER_USER's entry effective, the outsider probe still refused."""
+    deploy_and_act(lineage)
+    key = lineage.archive_file("privkey", 2)
+    setfacl("-m", "u:{}:rx".format(OTHER_USER), key)
+    code, out, _ = run()
+    assert code == 1
+    assert ("ATTENTION  user {} can read {} although it is not configured for "
+            "this certificate; remove its entry with 'setfacl -x u:{} {}'".format(
+                OTHER_USER, key, OTHER_USER, key)) in out
+    assert "OK         users without an ACL entry cannot read the private key" in out
+    code, doc = run_json()
+    unit = doc["lineages"][0]
+    assert unit["unwanted_access"] == [{"path": key, "principal": "user " + OTHER_USER,
+                                        "access": "read", "through": "named"}]
+    assert unit["outsider_refused"] is True
+
+
+def test_stray_group_and_owning_group_are_named(lineage, run_json):
+    deploy_and_act(lineage)
+    key = lineage.archive_file("privkey", 2)
+    setfacl("-m", "g:{}:r".format(READER_GROUP), key)
+    os.chown(key, 0, grp.getgrnam(KEY_GROUP).gr_gid)
+    setfacl("-m", "g::r", key)
+    code, doc = run_json()
+    assert code == 1
+    found = {(a["principal"], a["through"]) for a in doc["lineages"][0]["unwanted_access"]}
+    assert found == {("group " + READER_GROUP, "named"), ("group " + KEY_GROUP, "group")}
+    assert any("group {}, the owning group, can read {}".format(KEY_GROUP, key) in line
+               for line in doc["attention"])
+    # held back by the mask, the entries give nothing: nothing to name
+    setfacl("-n", "-m", "m::---", key)
+    code, doc = run_json()
+    assert doc["lineages"][0]["unwanted_access"] == []
+
+
+def test_leftover_default_entries_are_named(lineage, run, run_json):
+    deploy_and_act(lineage)
+    archive = os.path.dirname(lineage.archive_file("privkey", 2))
+    # the configured user's default entry gives nothing new: not reported
+    setfacl("-d", "-m", "u:{}:rX".format(SERVICE_USER), lineage.live_dir)
+    assert run()[0] == 0
+    setfacl("-d", "-m", "u:{}:rX,g:{}:rX".format(OTHER_USER, READER_GROUP), archive)
+    code, out, _ = run()
+    assert code == 1
+    assert ("ATTENTION  leftover default ACL entries on archive/unit give every "
+            "future key to group {}, user {}, not configured for this certificate; "
+            "'certbot-wwu deploy --cert-name unit' removes them, or run "
+            "'setfacl -k {}'".format(READER_GROUP, OTHER_USER, archive)) in out
+    code, doc = run_json()
+    assert doc["lineages"][0]["stray_defaults"] == [
+        {"directory": archive, "principal": "group " + READER_GROUP},
+        {"directory": archive, "principal": "user " + OTHER_USER}]
+    # what a deployment removes (grants.remove_stray_defaults) is what was named
+    keep = [grants.resolve([SERVICE_USER], [])[0].key]
+    assert grants.remove_stray_defaults(lineage, keep).startswith(
+        "removed default ACL entries for group {}, user {} from archive/unit".format(
+            READER_GROUP, OTHER_USER))
+    code, out, _ = run()
+    assert code == 0, out
+
+
+def test_leftovers_on_a_lineage_without_the_installer(lineage, run_json):
+    """The manual recipe's lineage: every named entry is nobody's config."""
+    key = lineage.archive_file("privkey", 2)
+    setfacl("-m", "u:{}:r".format(SERVICE_USER), key)
+    setfacl("-d", "-m", "u:{}:rX".format(SERVICE_USER), lineage.live_dir)
+    code, doc = run_json()
+    assert code == 1
+    unit = doc["lineages"][0]
+    assert [a["principal"] for a in unit["unwanted_access"]] == ["user " + SERVICE_USER]
+    assert unit["stray_defaults"] == [{"directory": lineage.live_dir,
+                                       "principal": "user " + SERVICE_USER}]
+    assert any("'certbot-wwu attach --cert-name unit' removes them" in line
+               for line in doc["attention"])
 
 
 def test_deployed_but_not_acted_on(lineage, run_json):
@@ -349,6 +437,27 @@ def test_copies_current_then_stale(lineage, run, run_json, copy_dir):
     assert statuses(doc, "unit", "copies") == ["attention"]
     os.chmod(os.path.join(copy_dir, "privkey.pem"), 0o600)
     assert snapshot(copy_dir) == before
+
+
+def test_a_copy_directory_the_copy_owner_owns_is_shown_first(lineage, run, run_json,
+                                                              copy_dir):
+    """A destination earlier builds accepted fails every renewal now: status
+    says so first, with the sentence the deployment will give."""
+    settings = Settings(copy_to=copy_dir, copy_owner=(SERVICE_USER, ""))
+    deploy_and_act(lineage, settings)
+    parent = os.path.dirname(copy_dir)
+    os.chown(parent, pwd.getpwnam(SERVICE_USER).pw_uid, 0)
+    code, doc = run_json()
+    assert code == 1
+    first = items(doc, "unit")[0]
+    assert first[:2] == ("copy-destination", "attention")
+    assert first[2].startswith("the next deployment will refuse the copy directory: "
+                               "{} is owned by uid".format(parent))
+    assert "chown root:root {0} && chmod 755 {0}".format(parent) in first[2]
+    code, out, _ = run()
+    assert out.index("the next deployment will refuse") < out.index("expires in")
+    with pytest.raises(CopyError, match=re.escape(parent) + " is owned by uid"):
+        deploy.deploy(settings, lineage)
 
 
 def test_copy_owner_gone(lineage, run_json, copy_dir):

@@ -45,6 +45,33 @@ def test_bad_input_on_install_changes_nothing(obtained, options, sentence):
     assert obtained.systemctl.actions() == []
 
 
+@pytest.mark.parametrize("name, extra, sentence", [
+    ("x#1", [], "--wwu-acl-copy-to '{dest}' cannot be stored in the renewal "
+                "configuration: '#' starts a comment there; choose a value without it."),
+    ("x ", [], "--wwu-acl-copy-to '{dest}' cannot be stored in the renewal "
+               "configuration: a leading or trailing space is dropped there"),
+    ("x", ["--wwu-acl-copy-formats", "pkcs12", "--wwu-acl-p12-password-file",
+           "/etc/p12#pass"], "--wwu-acl-p12-password-file '/etc/p12#pass' cannot be "
+                             "stored in the renewal configuration: '#' starts a comment"),
+])
+def test_unstorable_value_on_install_changes_nothing(obtained, scratch, name, extra,
+                                                     sentence):
+    """certbot install used to write the copies, then fail "unexpectedly" on the
+    renewal conf: now Settings refuses the value before anything happens."""
+    dest = os.path.join(scratch, "copies", name)
+    os.makedirs(os.path.dirname(dest))
+    before = snapshot(obtained.config_dir)
+    conf = obtained.read_renewal_conf("e")
+    result = obtained("install", "--cert-name", "e", "-i", "wwu-acl",
+                      "--wwu-acl-copy-to", dest, *extra, check=False)
+    assert_clean_failure(result, sentence.format(dest=dest))
+    assert "unexpectedly" not in result.output
+    assert snapshot(obtained.config_dir) == before
+    assert obtained.read_renewal_conf("e") == conf
+    assert os.listdir(os.path.dirname(dest)) == []
+    assert obtained.systemctl.actions() == []
+
+
 @pytest.mark.parametrize("line, sentence", [
     ("wwu_acl_user = no-such-user", "User 'no-such-user' does not exist"),
     ("wwu_acl_action = True", "Unknown action True"),

@@ -39,6 +39,7 @@ class ProcSampler(threading.Thread):
         self.certbot = certbot.encode()
         self.leaks = []  # (pid, file, argv)
         self.certbot_seen = []  # argv of certbot register processes
+        self.config_targets = set()  # what their --config /dev/fd/N is
         self.driver_seen = False
         self.rounds = 0
         self._stop_event = threading.Event()
@@ -66,6 +67,13 @@ class ProcSampler(threading.Thread):
         if self.certbot in argv and b"register" in argv and b"--config" in argv:
             if argv not in self.certbot_seen:
                 self.certbot_seen.append(argv)
+            config = argv[argv.index(b"--config") + 1].decode()
+            if config.startswith("/dev/fd/"):
+                try:
+                    self.config_targets.add(os.readlink("/proc/{}/fd/{}".format(
+                        pid, config[len("/dev/fd/"):])))
+                except OSError:  # gone
+                    pass
         if DRIVER.encode() in argv:
             self.driver_seen = True
 
@@ -172,8 +180,12 @@ def test_key_from_a_file_is_in_no_process_and_no_log(registrar, pebble):
     assert len(ids) == 1
     assert out.startswith("Registered account {} for {}".format(ids[0], pebble.url))
     assert key not in out + err
-    # the key went through the config file, which is gone, with its directory
-    assert not os.path.exists(os.path.dirname(config_file))
+    # the key went through a config file that never had a name: an open
+    # descriptor of a nameless file in /dev/shm, gone with certbot
+    assert config_file.startswith("/dev/fd/"), config_file
+    assert len(sampler.config_targets) == 1, sampler.config_targets
+    target = sampler.config_targets.pop()
+    assert target.startswith("/dev/shm/#") and target.endswith(" (deleted)"), target
     assert secret_dirs() == before
     # certbot logged its arguments (with the config file), but not the key
     with open(os.path.join(registrar.logs_dir, "letsencrypt.log")) as f:

@@ -120,11 +120,41 @@ def test_status_json_after_renewal(certbot, status):
     assert lineage["principals"] == [{"kind": "user", "name": SERVICE_USER,
                                       "can_read": True, "unreadable": []}]
     assert lineage["outsider_refused"] is True
+    assert lineage["unwanted_access"] == [] and lineage["stray_defaults"] == []
     assert not read_as(OTHER_USER, certbot.live("s"))
     assert lineage["needs_deploy"] is False and lineage["needs_action"] is False
     assert lineage["units"] == [{"unit": "web.service", "state": "active",
                                  "active": True}]
     assert doc["timer"]["enabled"] is True and doc["ca"] is None
+
+
+def test_recipe_leftovers_and_stray_readers_are_named(certbot, status):
+    """Issue 18, defect 4: the recipe's default entry and a reader nobody
+    configured; the outsider probe alone saw neither."""
+    obtain(certbot, "s")
+    archive = os.path.join(certbot.config_dir, "archive", "s")
+    key = os.path.realpath(certbot.live("s"))
+    subprocess.check_call(["setfacl", "-m", "d:u:{}:rX".format(OTHER_USER), archive])
+    subprocess.check_call(["setfacl", "-m", "u:{}:r".format(OTHER_USER), key])
+    code, out, _ = status()
+    assert code == 1, out
+    assert ("ATTENTION  user {} can read {} although it is not configured for this "
+            "certificate".format(OTHER_USER, key)) in out
+    assert ("ATTENTION  leftover default ACL entries on archive/s give every future "
+            "key to user {}, not configured for this certificate; 'certbot-wwu "
+            "deploy --cert-name s' removes them, or run 'setfacl -k {}'".format(
+                OTHER_USER, archive)) in out
+    code, doc = status.json()
+    (lineage,) = doc["lineages"]
+    assert lineage["unwanted_access"] == [{"path": key, "principal": "user " + OTHER_USER,
+                                           "access": "read", "through": "named"}]
+    assert lineage["stray_defaults"] == [{"directory": archive,
+                                          "principal": "user " + OTHER_USER}]
+    # the remedies the lines name
+    subprocess.check_call(["setfacl", "-k", archive])
+    subprocess.check_call(["setfacl", "-x", "u:{}".format(OTHER_USER), key])
+    code, out, _ = status()
+    assert code == 0, out
 
 
 def test_lineage_without_installer(certbot, status):

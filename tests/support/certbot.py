@@ -60,9 +60,7 @@ class Certbot(object):
 
     def __call__(self, *args: str, check: bool = True,
                  env: Optional[Dict[str, str]] = None) -> Result:
-        argv = [certbot_executable()] + list(args) + [
-            "--config-dir", self.config_dir, "--work-dir", self.work_dir,
-            "--logs-dir", self.logs_dir, "--non-interactive"]
+        argv = self.argv(*args)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 universal_newlines=True,
@@ -72,6 +70,12 @@ class Certbot(object):
         if check and result.code != 0:
             raise AssertionError(repr(result))
         return result
+
+    def argv(self, *args: str) -> List[str]:
+        """certbot's argv for this state (for tests that start it themselves)."""
+        return [certbot_executable()] + list(args) + [
+            "--config-dir", self.config_dir, "--work-dir", self.work_dir,
+            "--logs-dir", self.logs_dir, "--non-interactive"]
 
     def register(self) -> Result:
         kid, hmac = self.pebble.new_eab()
