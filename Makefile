@@ -5,7 +5,20 @@
 # make compat - the core end-to-end scenario on every certbot a distribution
 #              ships (DESIGN §9), one venv per pair plus Debian 12's own certbot
 #              with the .deb; COMPAT_ARGS='--only 5.8' picks pairs
-# make deb   - dist/python3-certbot-wwu_VERSION_all.deb (dh-python/pybuild)
+# make deb   - dist/python3-certbot-wwu_VERSION_all.deb (dh-python/pybuild,
+#              PEP 517) with its man page, and the source package in build/deb
+# make lintian - lintian on the source and binary package: fails on any
+#              error or warning
+# make autopkgtest - the DEP-8 tests (debian/tests) against the installed .deb
+#              and Debian's certbot, with autopkgtest's null runner
+# make pydist - the sdist and the wheel (python -m build) in dist/
+# make rpm   - dist/python3-certbot-wwu-VERSION-1.noarch.rpm from
+#              rpm/certbot-wwu.spec with Debian's rpmbuild, and its file list
+# make rpm-check - the spec's EPEL 8 branch builds too, and the RPM's payload
+#              passes the core scenario with Debian's /usr/bin/certbot
+# make pip-check - pip install . / -e . / python -m build on Python 3.6 and
+#              3.11-3.13, without deprecation notices
+# make dist  - sdist, wheel, .deb and .rpm in dist/ with SHA256SUMS
 # make docs  - the Sphinx docs (HTML) and the man page, warnings are errors
 # make faults - the long fault suite: hundreds of kills, long property runs
 # make bench - what certbot-wwu costs against certbot alone and against the
@@ -74,10 +87,55 @@ deb:
 	mkdir -p $(DEB_BUILD)/src dist
 	tar -c --exclude-vcs --exclude=./.venv --exclude=./.venvs --exclude=./build \
 	    --exclude=./dist --exclude='*.egg-info' --exclude=__pycache__ \
-	    --exclude=.pytest_cache . | tar -x -C $(DEB_BUILD)/src
+	    --exclude=.pytest_cache --exclude=.hypothesis --exclude=./docs/_build \
+	    . | tar -x -C $(DEB_BUILD)/src
 	cd $(DEB_BUILD)/src && env PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-	    dpkg-buildpackage -us -uc -b > ../build.log 2>&1 \
+	    dpkg-buildpackage -us -uc > ../build.log 2>&1 \
 	    || { tail -n 40 ../build.log; echo "deb: failed, see $(DEB_BUILD)/build.log" >&2; exit 1; }
 	rm -f dist/python3-certbot-wwu_*.deb
 	cp $(DEB_BUILD)/python3-certbot-wwu_*_all.deb dist/
 	@ls -l dist/python3-certbot-wwu_*_all.deb
+
+# Packaging checks (docs/packaging.rst). The version comes from
+# certbot_wwu/__init__.py, the single source.
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' certbot_wwu/__init__.py)
+SDIST    = dist/certbot_wwu-$(VERSION).tar.gz
+WHEEL    = dist/certbot_wwu-$(VERSION)-py3-none-any.whl
+DEB      = dist/python3-certbot-wwu_$(VERSION)_all.deb
+RPM      = dist/python3-certbot-wwu-$(VERSION)-1.noarch.rpm
+
+.PHONY: lintian autopkgtest pydist rpm rpm-check pip-check dist
+
+lintian: deb
+	scripts/setup-deb lintian
+	lintian --fail-on error,warning --display-info --pedantic \
+	    $(DEB_BUILD)/certbot-wwu_$(VERSION)_$$(dpkg --print-architecture).changes
+
+# -B: test the .deb built by make deb, do not build the source again.
+# autopkgtest exits 0 only when every test passed (2: one was skipped). An
+# installed python3-certbot-wwu of the same version (make compat) would
+# satisfy the test's dependency: remove it so that this .deb is installed.
+autopkgtest: deb
+	scripts/setup-deb autopkgtest
+	if dpkg-query -W -f='$${Status}' python3-certbot-wwu 2>/dev/null | grep -q "ok installed"; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq python3-certbot-wwu >/dev/null; fi
+	autopkgtest -B $(DEB_BUILD)/certbot-wwu_$(VERSION).dsc $(DEB) -- null
+
+pydist:
+	scripts/build-pydist dist
+
+rpm: pydist
+	scripts/build-rpm $(SDIST) dist
+
+rpm-check: rpm
+	scripts/build-rpm --el8 $(SDIST) > build/rpm-el8.log \
+	    || { cat build/rpm-el8.log; exit 1; }
+	@echo "rpm-check: the spec's EPEL 8 branch builds (build/rpm-el8.log)"
+	scripts/rpm-check $(RPM)
+
+pip-check:
+	scripts/pip-check
+
+dist: pydist deb rpm
+	cd dist && sha256sum $(notdir $(SDIST) $(WHEEL) $(DEB) $(RPM)) > SHA256SUMS
+	@cat dist/SHA256SUMS

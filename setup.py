@@ -21,6 +21,8 @@ setup(
                 "services with POSIX ACLs and restarts their systemd units",
     long_description=read("README.md"),
     long_description_content_type="text/markdown",
+    # an SPDX expression, and no "License ::" classifier: setuptools >= 77
+    # deprecates those classifiers (a warning on every build)
     license="Apache-2.0",
     packages=find_packages(include=["certbot_wwu", "certbot_wwu.*"]),
     python_requires=">=3.6",
@@ -44,7 +46,6 @@ setup(
     },
     classifiers=[
         "Environment :: Plugins",
-        "License :: OSI Approved :: Apache Software License",
         "Operating System :: POSIX :: Linux",
         "Programming Language :: Python :: 3",
         "Topic :: Security",

@@ -1,4 +1,5 @@
-"""Packaging: what the sdist carries and what the wheel leaves out.
+"""Packaging: one version everywhere, what the sdist carries and what the
+wheel leaves out.
 
 The first tests check the tree the tests run from, so that in an unpacked
 sdist they check the sdist itself. The others need a git checkout: they copy
@@ -7,6 +8,7 @@ scratch directory, build an sdist and a wheel there with the setuptools of
 this interpreter (offline, no build isolation) and compare.
 """
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -19,9 +21,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TOP_LEVEL = ("LICENSE", "README.md", "CHANGELOG.md", "MANIFEST.in", "Makefile",
-             "pytest.ini", "setup.py")
+             "pytest.ini", "setup.py", "pyproject.toml")
 #: directories the sdist carries whole (MANIFEST.in grafts them)
-GRAFTED = ("certbot_wwu/", "tests/", "docs/", "scripts/")
+GRAFTED = ("certbot_wwu/", "tests/", "docs/", "scripts/", "debian/", "rpm/")
+SPEC = "rpm/certbot-wwu.spec"
 SYSTEMCTL = "tests/support/bin/systemctl"
 PROBE = """
 import sys
@@ -41,9 +44,75 @@ except ImportError:
 """
 
 
+def _read(path):
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        return f.read()
+
+
+def _code_version():
+    """certbot_wwu/__init__.py: the single source of the version."""
+    found = re.findall(r'^__version__ = "([^"]+)"$', _read("certbot_wwu/__init__.py"), re.M)
+    assert len(found) == 1, "certbot_wwu/__init__.py must set __version__ once"
+    return found[0]
+
+
+def test_version_is_a_release_number():
+    assert re.match(r"^\d+\.\d+\.\d+$", _code_version())
+
+
+def test_debian_changelog_has_the_code_version():
+    first = _read("debian/changelog").splitlines()[0]
+    match = re.match(r"^certbot-wwu \(([^)]+)\) ", first)
+    assert match, "debian/changelog does not start with an entry: " + first
+    # a native package: the Debian version is the upstream version
+    assert match.group(1) == _code_version(), \
+        "debian/changelog says {}, certbot_wwu/__init__.py {}".format(
+            match.group(1), _code_version())
+
+
+def test_rpm_spec_has_the_code_version():
+    spec = _read(SPEC)
+    versions = re.findall(r"^Version:\s*(\S+)\s*$", spec, re.M)
+    assert versions == [_code_version()], \
+        "{} Version: {}, certbot_wwu/__init__.py {}".format(SPEC, versions, _code_version())
+    # the newest %changelog entry is for this version too
+    entries = re.findall(r"^\* .* - (\S+)-\d+\S*$", spec.split("%changelog", 1)[1], re.M)
+    assert entries and entries[0] == _code_version(), entries
+
+
+def test_changelog_md_has_the_code_version_on_top():
+    headings = re.findall(r"^## (\S+)", _read("CHANGELOG.md"), re.M)
+    assert headings and headings[0] == _code_version(), \
+        "CHANGELOG.md's newest section is {}, certbot_wwu/__init__.py {}".format(
+            headings[:1], _code_version())
+
+
+def test_docs_and_man_page_read_the_code_version():
+    namespace = {"__file__": os.path.join(ROOT, "docs", "conf.py")}
+    exec(compile(_read("docs/conf.py"), namespace["__file__"], "exec"), namespace)
+    assert namespace["release"] == namespace["version"] == _code_version()
+    assert [m[1] for m in namespace["man_pages"]] == ["certbot-wwu"]
+
+
+def test_setup_py_reads_the_version_from_the_package():
+    source = _read("setup.py")
+    assert "version=VERSION" in source and '"__init__.py"' in source
+    assert not re.search(r"version\s*=\s*['\"]\d", source)
+
+
+def test_command_reports_the_code_version():
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from certbot_wwu.cli import main; "
+         "sys.exit(main(['--version']))"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        universal_newlines=True)
+    assert proc.stdout.strip() == "certbot-wwu " + _code_version(), proc.stdout
+
+
 def test_tree_has_what_the_sdist_carries():
     wanted = list(TOP_LEVEL) + [
         "docs/conf.py", "docs/index.rst", "docs/man/certbot-wwu.rst",
+        "debian/control", "debian/tests/control", SPEC,
         "tests/conftest.py", SYSTEMCTL, "tests/e2e/__init__.py",
         "tests/faults/__init__.py", "tests/cluster/__init__.py",
         "scripts/make-venv", "scripts/setup-host",
@@ -123,6 +192,12 @@ def test_sdist_keeps_exec_bits(built):
     for path in tracked:
         if path.startswith("scripts/") and os.access(os.path.join(ROOT, path), os.X_OK):
             assert members[path] & stat.S_IXUSR, path
+
+
+def test_built_files_carry_the_code_version(built):
+    members, names, _, _ = built
+    assert "PKG-INFO" in members
+    assert "certbot_wwu-{}.dist-info/METADATA".format(_code_version()) in names
 
 
 def test_wheel_is_the_package_only(built):
