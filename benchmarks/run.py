@@ -22,7 +22,7 @@ if HERE not in sys.path:
 import common  # noqa: E402  (puts the repository root on sys.path)
 from common import out  # noqa: E402
 
-BENCHES = ("load", "deploy", "archive", "lineages")
+BENCHES = ("load", "deploy", "archive", "lineages", "cluster")
 
 
 class Tee(io.TextIOBase):
@@ -48,6 +48,11 @@ def preflight():
     for tool in ("pebble", "openssl", "runuser", "setfacl", "getfacl"):
         if shutil.which(tool) is None:
             problems.append("needs {} (make setup installs it)".format(tool))
+    if "cluster" in parse().only:
+        from tests.cluster import conftest
+        why = conftest.missing()
+        if why:
+            problems.append("cluster: " + why)
     import fixtures
     if not os.path.exists(os.path.join(fixtures.MAIN_VENV, "bin", "certbot")):
         problems.append("needs {} (make setup)".format(fixtures.MAIN_VENV))
@@ -67,6 +72,16 @@ def parse():
     parser.add_argument("--lineages", type=int, default=500)
     parser.add_argument("--deploy-rounds", type=int, default=21)
     parser.add_argument("--archive-rounds", type=int, default=11)
+    parser.add_argument("--cluster-rounds", type=int, default=3,
+                        help="alternating rounds of the cluster renews")
+    parser.add_argument("--cluster-sizes", type=int, nargs="+", default=[10, 100, 400],
+                        help="lineage counts L of the cluster renews")
+    parser.add_argument("--cluster-peers", type=int, nargs="+", default=[2, 8],
+                        help="peer counts P of the cluster renews")
+    parser.add_argument("--cluster-silent-max", type=int, metavar="L",
+                        help="the silent-peer renew only for L up to this (default: all)")
+    parser.add_argument("--first-sizes", type=int, nargs="+", default=[100, 400, 800],
+                        help="lineage counts of the first renew after attach")
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                         help="cProfile summary: when a target is missed (auto)")
     parser.add_argument("--results", metavar="FILE",
@@ -128,6 +143,14 @@ def main():
                 import bench_lineages
                 rows += bench_lineages.run(ws, args.lineage_rounds, args.lineages,
                                            args.profile)
+            elif name == "cluster":
+                out("== clusters: L = {}, P = {}, {} alternating rounds; first renew "
+                    "after attach at L = {}".format(args.cluster_sizes, args.cluster_peers,
+                                                    args.cluster_rounds, args.first_sizes))
+                import bench_cluster
+                rows += bench_cluster.run(ws, args.cluster_rounds, args.cluster_sizes,
+                                          args.cluster_peers, args.first_sizes,
+                                          args.cluster_silent_max)
             out("   {} took {:.0f} s".format(name, time.monotonic() - t))
     finally:
         ws.cleanup()

@@ -122,10 +122,17 @@ def _server(args: argparse.Namespace) -> str:
     raise ClusterError("Say which account: give --server URL or --preset NAME.")
 
 
+def _say(text: str) -> None:
+    """Print one line: what peers and files sent is made printable (no
+    terminal escapes) and bounded, whichever step it came through."""
+    from certbot_wwu import cluster
+    print(cluster.printable(text, 2 * cluster.OUTCOME_LIMIT))
+
+
 def _report(outcomes: List[Any], what: str) -> int:
     from certbot_wwu import cluster
     for outcome in outcomes:
-        print(outcome.line)
+        _say(outcome.line)
     error = cluster.failed_error(what, outcomes)
     if error:
         raise error
@@ -137,7 +144,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     from certbot_wwu.cluster import ClusterError
     action = args.cluster_command
     if action == "import-account":
-        print(cluster.import_account(args.file, args.config_dir, args.force))
+        _say(cluster.import_account(args.file, args.config_dir, args.force))
         return 0
     config = cluster.load_config(args.presets_dir)
     if action == "push":
@@ -156,7 +163,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                        "Sharing account {}".format(account.id))
     config.require_share("account")
     cluster.export_account(account, args.file)
-    print("wrote account {} for {} to {} (mode 0600): it holds the account's "
+    _say("wrote account {} for {} to {} (mode 0600): it holds the account's "
           "private key, so move it only to servers the same people administer, "
           "import it there with 'certbot-wwu cluster import-account {}' and "
           "delete it".format(account.id, account.server, args.file,

@@ -11,12 +11,17 @@ import shlex
 import shutil
 import stat
 import subprocess
+import sys
 import tarfile
+import threading
+import time
 
 import pytest
 
 from certbot_wwu import cli, cluster, cluster_cli, presets
 from certbot_wwu.cluster import ClusterError, Outcome, Peer
+from certbot_wwu.cluster import pushing
+from certbot_wwu.cluster import transport as transporting
 from certbot_wwu.lineage import Lineage
 from tests.support import host
 
@@ -49,6 +54,15 @@ web.example.org = /var/www
 [acme_renewal_info]
 ari_retry_after = 2030-01-02T03:04:05
 """
+
+
+@pytest.fixture(autouse=True)
+def fresh_run():
+    """Each test is a run of its own: no connection or failed peer carries
+    over from another test."""
+    cluster.new_run()
+    yield
+    cluster.new_run()
 
 
 @pytest.fixture(autouse=True)
@@ -139,7 +153,7 @@ peers = web2, admin@web3.example.org:2222, [fd00::7]
 ssh_user = deploy
 ssh_port = 2200
 ssh_identity = {}
-ssh_options = ServerAliveInterval=5 "ProxyCommand=ssh -W %h:%p gw"
+ssh_options = ServerAliveInterval=5 "RekeyLimit=1G 1h"
 known_hosts = /etc/certbot-wwu/cluster_known_hosts
 connect_timeout = 3
 command_timeout = 120
@@ -156,7 +170,7 @@ web4 = root@10.0.0.4:22
 """.format(identity))
     config = cluster.load_config()
     assert config.source == path == config.peers_source
-    assert config.ssh_options == ["ServerAliveInterval=5", "ProxyCommand=ssh -W %h:%p gw"]
+    assert config.ssh_options == ["ServerAliveInterval=5", "RekeyLimit=1G 1h"]
     assert config.config_dir == "/srv/letsencrypt"
     assert config.sudo and config.share == ("certificates", "account")
     peers = config.peers([])
@@ -188,6 +202,7 @@ web4 = root@10.0.0.4:22
     ("[cluster]\nconnect_timeout = 1000\n", "key connect_timeout: '1000' is not a number "
                                             "of seconds from 1 to 300."),
     ("[cluster]\nremote_command =\n", "key remote_command: is empty; give a value"),
+    ("[cluster]\nparallel = 0\n", "key parallel: '0' is not a whole number from 1 to 256."),
     ("[cluster]\nremote_command = 'unclosed\n", "key remote_command: \"'unclosed\" is not "
                                                "a command line"),
     ("[cluster]\npeers = web2, bad_host!\n", "section [cluster], key peers: peer "
@@ -208,6 +223,65 @@ def test_configuration_errors_name_file_section_and_key(site, text, fragment):
     assert message.startswith("In {}, ".format(path)) and message.endswith(".")
     assert fragment in message
     assert "\n" not in message
+
+
+def test_parallel_peers(site):
+    assert cluster.load_config().parallel == 32  # suits dozens of peers
+    write_site(site, "[cluster]\nparallel = 4\n")
+    assert cluster.load_config().parallel == 4
+
+
+def test_peers_are_served_at_most_parallel_at_once():
+    active, most = [0], [0]
+    lock = threading.Lock()
+
+    def work(peer):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return Outcome(peer, True, "done")
+    peers = [Peer(str(i), "root", "h{}".format(i), 22) for i in range(12)]
+    outcomes = transporting.each(peers, work, 3)
+    assert [o.peer for o in outcomes] == peers and most[0] == 3
+    most[0] = 0
+    transporting.each(peers, work, 32)
+    assert most[0] == 12
+
+
+def test_commands_go_through_the_runs_own_master(site):
+    """With a run and a master connection, every ssh (and rsync's ssh) uses
+    that peer's socket and never becomes a master itself."""
+    write_site(site, "[cluster]\nknown_hosts = /etc/kh\n")
+    config = cluster.load_config()
+    run = cluster.new_run()
+    peer, other = Peer("web2", "root", "web2", 22), Peer("web3", "root", "web3", 22)
+    t = cluster.Transport(config, run)
+    run.add_master(peer, "/run/certbot-wwu/ssh-x/1")
+    argv = t.ssh_argv(peer, ["true"])
+    options = [argv[i + 1] for i, a in enumerate(argv) if a == "-o"]
+    assert "ControlMaster=no" in options and "ControlPath=/run/certbot-wwu/ssh-x/1" in options
+    plain = t.ssh_argv(other, ["true"])
+    assert "ControlPath=none" in [plain[i + 1] for i, a in enumerate(plain) if a == "-o"]
+    rsync = t.rsync_argv(peer, ["/s/./x"], "/etc/letsencrypt")
+    rsh = shlex.split(rsync[rsync.index("-e") + 1])
+    assert "ControlPath=/run/certbot-wwu/ssh-x/1" in rsh and "ControlMaster=no" in rsh
+
+
+def test_a_failed_peer_is_skipped_for_the_rest_of_the_run(site):
+    write_site(site, "[cluster]\nknown_hosts = /etc/kh\n")
+    run = cluster.new_run()
+    t = cluster.Transport(cluster.load_config(), run)
+    peer = Peer("web2", "root", "web2", 22)
+    run.fail(peer, "cannot connect: ssh: connect to host web2 port 22: Connection timed out")
+    with pytest.raises(cluster.PeerFailed) as err:
+        t.connect(peer)
+    assert str(err.value) == ("cannot connect: ssh: connect to host web2 port 22: "
+                              "Connection timed out (earlier in this run; not tried again "
+                              "until the next run)")
+    assert cluster.new_run().failure(peer) is None  # the next run tries again
 
 
 def test_two_cluster_sections_are_refused(site):
@@ -293,6 +367,239 @@ def test_rsync_uses_the_same_ssh_and_keeps_acls_home(site):
     assert argv[-3:] == ["/s/./archive/web", "/s/./live/web", "web2:/etc/letsencrypt/"]
 
 
+# --- ssh trusts only what certbot-wwu configured ----------------------------------------
+
+def test_ssh_reads_no_configuration_file(site):
+    """-F none: neither root's ~/.ssh/config nor /etc/ssh/ssh_config can add
+    trust or commands; the options that matter are spelled out before the
+    site's (ssh keeps the first value it gets)."""
+    t = transport(site, "ssh_options = ServerAliveInterval=5\n")
+    argv = t.ssh_argv(Peer("web2", "root", "web2.example.org", 22), ["true"])
+    assert argv[:3] == ["ssh", "-F", "none"]
+    options = [argv[i + 1] for i, a in enumerate(argv) if a == "-o"]
+    for option in ("CheckHostIP=no", "VerifyHostKeyDNS=no", "ProxyCommand=none",
+                   "PermitLocalCommand=no", "ControlMaster=no", "ControlPath=none",
+                   "ForwardAgent=no", "ClearAllForwardings=yes"):
+        assert option in options
+    assert options.index("ServerAliveInterval=5") > options.index("StrictHostKeyChecking=yes")
+
+
+@pytest.mark.parametrize("value, sentence", [
+    ('"KnownHostsCommand=/bin/echo %H"', "KnownHostsCommand is not allowed: it would "
+                                         "take host keys from a command instead of "
+                                         "known_hosts."),
+    ("VerifyHostKeyDNS=yes", "VerifyHostKeyDNS is not allowed: it would trust host keys "
+                             "published in DNS instead of known_hosts."),
+    ("HostKeyAlias=web1", "HostKeyAlias is not allowed: it would check the peer against "
+                          "another host's key in known_hosts."),
+    ("CanonicalizeHostname=always", "CanonicalizeHostname is not allowed: it would check "
+                                    "the host key of another name than the peer's."),
+    ("CheckHostIP=yes", "CheckHostIP is set by certbot-wwu (certbot-wwu never changes "
+                        "known_hosts)."),
+    ('"ProxyCommand=ssh -W %h:%p gw"', "ProxyCommand is not allowed: it runs a command "
+                                       "on this host as root; reach the peer directly."),
+    ("ProxyJump=gw.example.org", "ProxyJump is not allowed: its second ssh would check "
+                                 "the jump host against root's own known_hosts instead "
+                                 "of the known_hosts key, and could prompt; reach the "
+                                 "peer directly."),
+    ('"LocalCommand=touch /tmp/x"', "LocalCommand is not allowed: it runs a command on "
+                                    "this host as root."),
+    ("PermitLocalCommand=yes", "PermitLocalCommand is not allowed: it runs a command on "
+                               "this host as root."),
+    ("ControlMaster=auto", "ControlMaster is not allowed: a shared connection skips the "
+                           "host key check."),
+    ("ControlPath=/tmp/%C", "ControlPath is not allowed: a shared connection skips the "
+                            "host key check."),
+    ("Include=/etc/ssh/more", "Include is not allowed: certbot-wwu reads no ssh "
+                              "configuration files."),
+    ('"Match=exec true"', "Match is not allowed: certbot-wwu reads no ssh configuration "
+                          "files."),
+    ("ForwardAgent=yes", "ForwardAgent is not one of the ssh options certbot-wwu passes "
+                         "on (AddressFamily, "),
+    ("Ciphers=aes128-ctr;id", "'Ciphers=aes128-ctr;id' is not an ssh Option=value"),
+])
+def test_ssh_options_that_widen_trust_or_run_commands_are_refused(site, value, sentence):
+    path = write_site(site, "[cluster]\nssh_options = ServerAliveInterval=5 {}\n".format(
+        value))
+    with pytest.raises(ClusterError) as err:
+        cluster.load_config()
+    assert str(err.value).startswith(
+        "In {}, section [cluster], key ssh_options: {}".format(path, sentence))
+    assert str(err.value).endswith(".") and "\n" not in str(err.value)
+
+
+def test_ssh_options_that_tune_the_connection_pass(site):
+    write_site(site, "[cluster]\nssh_options = AddressFamily=inet, Ciphers=+aes128-cbc "
+                     "\"RekeyLimit=1G 1h\" TCPKeepAlive=no\n")
+    assert cluster.load_config().ssh_options == [
+        "AddressFamily=inet", "Ciphers=+aes128-cbc", "RekeyLimit=1G 1h", "TCPKeepAlive=no"]
+
+
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="needs rsync")
+def test_rsync_hands_ssh_exactly_the_same_words(site, tmp_path, monkeypatch):
+    """rsync splits -e itself (not as a shell does): a recording ssh shows
+    what it really runs."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    record = tmp_path / "argv"
+    (fake / "ssh").write_text('#!/bin/sh\nprintf "%s\\0" "$@" > {}\nexit 12\n'.format(record))
+    os.chmod(str(fake / "ssh"), 0o755)
+    monkeypatch.setenv("PATH", "{}:{}".format(fake, os.environ["PATH"]))
+    t = transport(site, "ssh_identity = /etc/hostname\n"
+                        "ssh_options = \"RekeyLimit=1G 1h\" ServerAliveInterval=5\n")
+    peer = Peer("web2", "deploy", "web2.example.org", 2222)
+    source = tmp_path / "stage"
+    source.mkdir()
+    result = t.rsync(peer, [str(source)], "/etc/letsencrypt")
+    assert result.code != 0
+    words = [w.decode() for w in record.read_bytes().split(b"\0")[:-1]]
+    base = t.ssh_base(peer)
+    assert ["ssh"] + words[:len(base) - 1] == base
+    assert words[:2] == ["-F", "none"]
+    assert "RekeyLimit=1G 1h" in words
+    assert words[len(base) - 1] == "web2.example.org"
+    assert words[len(base)] == "rsync" and "--server" in words[len(base):]
+
+
+# --- what a peer sends is shown printable ------------------------------------------
+
+def test_printable():
+    assert cluster.printable("ok \x1b[2J\x07\x9b31m\u202edone\n") == \
+        "ok \\x1b[2J\\x07\\x9b31m\\u202edone\\x0a"
+    assert cluster.printable("ä ✓ plain") == "ä ✓ plain"
+    assert cluster.printable("x" * 1000) == "x" * cluster.PEER_TEXT_LIMIT + "..."
+    assert cluster.printable("\x1b" * 10, 9) == "\\x1b\\x1b..."
+
+
+def test_peer_text_is_printable_in_every_message(site):
+    t = transport(site)
+    peer = Peer("web2", "root", "web2", 22)
+    result = cluster.Result(["ssh"], 1, "", "certbot-wwu: \x1b]0;owned\x07User "
+                                            "\x1b[31mnginx\x1b[0m is missing.\n")
+    text = transporting.explain("deploying", peer, result, t.config)
+    assert text == ("deploying failed (exit 1): \\x1b]0;owned\\x07User \\x1b[31mnginx"
+                    "\\x1b[0m is missing")
+    result = cluster.Result(["ssh"], 255, "", "ssh: \x1b[2J" + "A" * 100000 + "\n")
+    text = transporting.explain("copying", peer, result, t.config)
+    assert "\x1b" not in text and len(text) < cluster.PEER_TEXT_LIMIT + 30
+    outcome = Outcome(peer, False, "raw \x1b[2J" + "B" * 100000)
+    assert outcome.line.startswith("web2: FAILED: raw \\x1b[2JBBB")
+    assert len(outcome.line) < cluster.OUTCOME_LIMIT + 30
+    error = cluster.failed_error("Pushing web", [outcome])
+    assert "\x1b" not in str(error) and len(str(error)) < cluster.OUTCOME_LIMIT + 200
+
+
+FAKE_PEER = """#!/bin/sh
+printf '\\033[2J\\033]0;owned\\007certbot-wwu 9.9\\033[31m\\n'
+if [ -n "$WWU_FAKE_FAIL" ]; then
+    x=$(head -c 20000 /dev/zero | tr '\\0' x)
+    printf 'certbot-wwu: \\033[1;31mboom\\302\\233 %s\\n' "$x" >&2
+    exit 3
+fi
+"""
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_peers_escape_sequences_never_reach_the_terminal(capsys, site, tmp_path,
+                                                           monkeypatch, fail):
+    """A fake peer (an ssh that prints what the peer would) sends terminal
+    escapes; 'cluster check' shows them made visible and bounded."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ssh").write_text(FAKE_PEER)
+    os.chmod(str(fake / "ssh"), 0o755)
+    monkeypatch.setenv("PATH", "{}:{}".format(fake, os.environ["PATH"]))
+    if fail:
+        monkeypatch.setenv("WWU_FAKE_FAIL", "1")
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    write_site(site, "[cluster]\nknown_hosts = {}\n".format(known_hosts))
+    code, out, err = run(capsys, "cluster", "check", "--to", "web2")
+    for text in (out, err):
+        for raw in ("\x1b", "\x07", "\x9b"):
+            assert raw not in text
+    if not fail:
+        assert (code, err) == (0, "")
+        assert out == ("web2: reachable as root on port 22; \\x1b[2J\\x1b]0;owned\\x07"
+                       "certbot-wwu 9.9\\x1b[31m; \\x1b[2J\\x1b]0;owned\\x07certbot-wwu "
+                       "9.9\\x1b[31m\n")
+    else:
+        assert code == 1
+        assert out.startswith("web2: FAILED: running certbot-wwu failed (exit 3): "
+                              "\\x1b[1;31mboom\\x9b xxx")
+        assert len(out) < cluster.PEER_TEXT_LIMIT + 100
+        assert err.startswith("certbot-wwu: Checking failed for 1 of 1 peers: web2 "
+                              "(running certbot-wwu failed (exit 3): \\x1b[1;31mboom")
+        assert len(err) < cluster.PEER_TEXT_LIMIT + 200
+
+
+# --- the push lock --------------------------------------------------------------------
+
+HOLDER = ("import fcntl,os,sys;fd=os.open(sys.argv[1],os.O_RDWR|os.O_CREAT,0o600);"
+          "fcntl.flock(fd,fcntl.LOCK_EX);print('locked',flush=True);sys.stdin.read()")
+
+
+def test_a_held_push_lock_ends_the_wait_with_the_holder_named(site, tmp_path):
+    """Another process holds the lineage's push lock: the push waits
+    command_timeout seconds, not for ever, and names that process."""
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    write_site(site, "[cluster]\nknown_hosts = {}\ncommand_timeout = 10\n".format(
+        known_hosts))
+    config_dir = str(tmp_path / "etc")
+    lineage = make_lineage(config_dir)
+    os.mkdir(os.path.join(config_dir, "wwu-acl"), 0o700)
+    path = os.path.join(config_dir, "wwu-acl", "web.cluster.lock")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, path],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              universal_newlines=True)
+    errors = []
+
+    def push():
+        try:
+            cluster.push_lineage(lineage, ["root@127.0.0.1:1"])
+        except ClusterError as err:
+            errors.append(str(err))
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        started = time.monotonic()
+        thread = threading.Thread(target=push, daemon=True)
+        thread.start()
+        thread.join(40)
+        assert not thread.is_alive(), "the push still waits for the lock"
+        waited = time.monotonic() - started
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert waited >= 10
+    assert len(errors) == 1
+    assert errors[0].startswith("Pushing web waited 10 s for {}, which PID {} ({} -c import "
+                                "fcntl,os,sys;".format(path, holder.pid, sys.executable))
+    assert errors[0].endswith(") still holds; wait until it ends or stop it, then try "
+                              "again.")
+
+
+@pytest.mark.parametrize("owner, mode", [(0, 0o777), (0, 0o770), (65534, 0o700)])
+@pytest.mark.skipif(not host.is_root(), reason="needs root (the lock directory is root's)")
+def test_the_push_lock_lives_only_where_root_alone_writes(site, tmp_path, owner, mode):
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    write_site(site, "[cluster]\nknown_hosts = {}\n".format(known_hosts))
+    config_dir = str(tmp_path / "etc")
+    lineage = make_lineage(config_dir)
+    workdir = os.path.join(config_dir, "wwu-acl")
+    os.mkdir(workdir)
+    os.chown(workdir, owner, 0)
+    os.chmod(workdir, mode)
+    with pytest.raises(ClusterError) as err:
+        cluster.push_lineage(lineage, ["root@127.0.0.1:1"])
+    assert str(err.value) == (
+        "{d} must be a directory only root can use, but it is owned by uid {u} "
+        "with mode {m:04o}; fix it with chown root:root {d} && chmod 700 {d}.".format(
+            d=workdir, u=owner, m=mode))
+    assert os.listdir(workdir) == []
+
+
 @pytest.mark.parametrize("err, code, expected", [
     ("Host key verification failed.\r\n", 255,
      "the host key of web2 is not in /etc/kh or has changed; compare its fingerprint and "
@@ -309,7 +616,7 @@ def test_rsync_uses_the_same_ssh_and_keeps_acls_home(site):
 def test_failures_are_explained(site, err, code, expected):
     t = transport(site)
     result = cluster.Result(["ssh"], code, "", err)
-    text = cluster._explain("deploying", Peer("web2", "root", "web2", 22), result, t.config)
+    text = transporting.explain("deploying", Peer("web2", "root", "web2", 22), result, t.config)
     assert text.startswith(expected)
 
 
@@ -374,36 +681,78 @@ def test_a_peer_conf_reads_as_certbot_reads_it():
     assert "acme_renewal_info" not in parsed
 
 
-# --- the probe -------------------------------------------------------------------
+# --- the look ----------------------------------------------------------------------
 
-def test_the_probe_script_on_a_real_tree(tmp_path):
+def look(words, names):
+    out = subprocess.check_output(words, universal_newlines=True)
+    return pushing.parse_look(out, names)
+
+
+def test_the_look_script_on_a_real_tree(tmp_path):
     config_dir = str(tmp_path / "etc")
     lineage = make_lineage(config_dir, version=3)
-    words = cluster.probe_words(config_dir, "web")
+    words = pushing.look_words(config_dir, ["web"])
     assert words[:2] == ["sh", "-c"]
-    out = subprocess.check_output(words, universal_newlines=True)
-    state = cluster.parse_probe(out)
+    state = look(words, ["web"])["web"]
     assert (state.exists, state.version, state.origin) == (True, 3, None)
-    assert state.sha256 == cluster._sha256(lineage.current()["cert"])
+    assert state.sha256 == pushing.sha256_file(lineage.current()["cert"])
     with open(lineage.renewal_conf, "w") as f:
         f.write(cluster.peer_renewal_conf(CONF.format(d=config_dir, a=ACCOUNT, s=SERVER),
                                           "web", config_dir, "web1"))
-    state = cluster.parse_probe(subprocess.check_output(words, universal_newlines=True))
+    state = look(words, ["web"])["web"]
     assert state.origin == "web1"
-    empty = cluster.parse_probe(subprocess.check_output(
-        cluster.probe_words(str(tmp_path / "none"), "web"), universal_newlines=True))
+    empty = look(pushing.look_words(str(tmp_path / "none"), ["web"]), ["web"])["web"]
     assert (empty.exists, empty.version, empty.sha256) == (False, None, None)
 
 
-def test_a_cut_short_probe_fails():
+def test_one_look_reads_many_lineages(tmp_path):
+    """The run's first look at a peer covers every lineage that pushes to
+    it: links, checksums and origin markers of all in one answer, and
+    lineages the peer lacks (or names it never had) come back empty."""
+    config_dir = str(tmp_path / "etc")
+    made = {}
+    for i, name in enumerate(["a.example", "b@x", "c+1"]):
+        made[name] = make_lineage(config_dir, name=name, version=i + 1,
+                                  conf=CONF.replace("/web", "/" + name))
+    with open(made["b@x"].renewal_conf, "w") as f:
+        f.write(cluster.peer_renewal_conf(CONF.format(d=config_dir, a=ACCOUNT, s=SERVER),
+                                          "b@x", config_dir, "web1"))
+    names = ["a.example", "absent", "b@x", "c+1"]
+    states = look(pushing.look_words(config_dir, names), names)
+    assert sorted(states) == sorted(names)
+    for i, name in enumerate(["a.example", "b@x", "c+1"]):
+        state = states[name]
+        assert (state.exists, state.version) == (True, i + 1)
+        assert state.sha256 == pushing.sha256_file(made[name].current()["cert"])
+        assert state.origin == ("web1" if name == "b@x" else None)
+    assert not states["absent"].exists and states["absent"].sha256 is None
+
+
+def test_a_look_names_only_safe_certificate_names(tmp_path):
+    with pytest.raises(ClusterError, match="Cannot look for certificate 'a b'"):
+        pushing.look_words(str(tmp_path), ["web", "a b"])
+
+
+def test_a_cut_short_look_fails():
     with pytest.raises(cluster.PeerFailed, match="cut short"):
-        cluster.parse_probe("link ../../archive/web/cert3.pem\n")
+        pushing.parse_look("link web ../../archive/web/cert3.pem\n", ["web"])
+
+
+def test_which_lineages_push_where(tmp_path):
+    config_dir = str(tmp_path / "etc")
+    make_lineage(config_dir, name="web")
+    make_lineage(config_dir, name="mail", conf=CONF.replace("/web", "/mail").replace(
+        'wwu_acl_push_to = "web2,web3"', "wwu_acl_push_to = web3"))
+    make_lineage(config_dir, name="local", conf=CONF.replace("/web", "/local").replace(
+        'wwu_acl_push_to = "web2,web3"\n', ""))
+    assert pushing.pushing_lineages(config_dir) == {"mail": ["web3"],
+                                                    "web": ["web2", "web3"]}
 
 
 def test_strange_names_are_not_pushed(tmp_path, site):
     lineage = make_lineage(str(tmp_path / "etc"), name="we b")
     with pytest.raises(ClusterError, match="Cannot push certificate 'we b'"):
-        cluster._Local(lineage, cluster.load_config())
+        pushing.Local(lineage, cluster.load_config())
 
 
 # --- staging: what a peer gets ----------------------------------------------------

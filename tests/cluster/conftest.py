@@ -388,11 +388,29 @@ class Peer(object):
     def up(self) -> None:
         _sh("ip", "link", "set", self.link, "up")
 
+    def blackhole(self) -> None:
+        """Silent: inside the peer's namespace a blackhole route swallows
+        every packet to the origin (the bridge address), so the peer's
+        address answers nothing and a connect waits for its timeout."""
+        self.ip("route", "replace", "blackhole", self.net.address + "/32")
+
+    def unblackhole(self) -> None:
+        self.ip("route", "del", "blackhole", self.net.address + "/32")
+
+    def logins(self) -> int:
+        """ssh logins this peer's sshd accepted so far (its log: one
+        'Accepted publickey' line per authenticated connection)."""
+        try:
+            with open(os.path.join(self.dir, "sshd.log"), errors="replace") as f:
+                return sum(1 for line in f if line.startswith("Accepted publickey for "))
+        except OSError:
+            return 0
+
 
 class Net(object):
     """The bridge, the peers, Pebble, the client key and the cluster config."""
 
-    def __init__(self) -> None:
+    def __init__(self, count: int = 2) -> None:
         os.makedirs(TEST_BASE, exist_ok=True)
         os.chmod(TEST_BASE, 0o755)
         # sshd's StrictModes wants root-owned, not group/world-writable
@@ -405,9 +423,9 @@ class Net(object):
         self.made_privsep = False
         self.made_letsencrypt = False
         self.made_netns_etc = False
-        uids = _free_ids(2)
+        uids = _free_ids(count)
         self.peers = [Peer(self, letter, prefix + str(2 + i), uids[i])
-                      for i, letter in enumerate("ab")]
+                      for i, letter in enumerate("abcdefghijklmnop"[:count])]
         self.identity = os.path.join(self.base, "id_ed25519")
         self.authorized_keys = os.path.join(self.base, "authorized_keys")
         self.known_hosts = os.path.join(self.base, "known_hosts")
@@ -453,7 +471,7 @@ class Net(object):
         with open(os.path.join(self.presets_dir, "cluster.conf"), "w") as f:
             f.write("\n".join([
                 "[cluster]",
-                "peers = peer-a, peer-b",
+                "peers = " + ", ".join(p.name for p in self.peers),
                 "ssh_identity = " + self.identity,
                 "known_hosts = " + self.known_hosts,
                 "connect_timeout = 2",
