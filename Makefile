@@ -1,6 +1,10 @@
 # make demo  - the main job against a local Pebble: register with EAB, obtain,
 #              grant, prove access, renew, prove again
-# make test  - every test (unit and certbot-driven end-to-end)
+# make test  - every test (unit and certbot-driven end-to-end), and
+#              make test-systemd where a real systemd can boot
+# make test-systemd - end-to-end under a real systemd booted in namespaces:
+#              every unit action, the settle window, Debian's certbot.timer
+#              with the .deb through tinyproxy, EPEL's certbot-renew
 # make test-py36 - every test again on certbot 1.22 / Python 3.6 (EL 8)
 # make compat - the core end-to-end scenario on every certbot a distribution
 #              ships (DESIGN §9), one venv per pair plus Debian 12's own certbot
@@ -23,6 +27,8 @@
 # make faults - the long fault suite: hundreds of kills, long property runs
 # make bench - what certbot-wwu costs against certbot alone and against the
 #              manual recipe (benchmarks/RESULTS.md has one run)
+# make test-services - every service profile (--wwu-acl-service) against its
+#              real Debian server, proven with the protocol's own client
 # make cluster-test - real peers in network namespaces with sshd (shared
 #              account, push and remote deploy, a peer down and caught up)
 PYTHON ?= python3
@@ -30,24 +36,34 @@ VENV   ?= .venv
 PY36   ?= $(shell ls -d $$(pyenv root 2>/dev/null)/versions/3.6*/bin/python3.6 /usr/bin/python3.6 2>/dev/null | head -n 1)
 VENV36 ?= .venvs/certbot-1.22-py3.6
 
-REQS   = certbot pylibacl pytest hypothesis sphinx setuptools
+REQS   = certbot pylibacl pytest hypothesis sphinx setuptools wheel
 # certbot 1.x needs these pins on a modern pip (DESIGN §9)
 REQS36 = certbot==1.22.0 acme==1.22.0 josepy==1.13.0 pyOpenSSL==23.1.1 \
-         cryptography==40.0.2 'pylibacl<0.7' pytest hypothesis setuptools
+         cryptography==40.0.2 'pylibacl<0.7' pytest hypothesis setuptools wheel
 
-.PHONY: setup test test-py36 demo clean docs faults cluster-test bench
+.PHONY: setup test test-py36 demo clean docs faults cluster-test bench test-systemd test-services
 
 setup:
 	scripts/setup-host
+	scripts/setup-monitoring-test
 	scripts/make-venv $(VENV) $(PYTHON) $(REQS)
 
 test: setup
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest --ignore=tests/systemd --ignore=tests/services
+	@if [ -n "$${CI:-}" ] || $(VENV)/bin/python -c 'import sys; from tests.support.realsystemd import cannot_boot; sys.exit(1 if cannot_boot() else 0)'; \
+	then $(MAKE) test-systemd; \
+	else echo "test: no real systemd can boot here; make test-systemd says why"; fi
+
+# tests/systemd: a real systemd booted in namespaces (docs/testing.rst), with
+# Debian's certbot, the .deb installed inside it and tinyproxy
+test-systemd: setup deb
+	scripts/setup-systemd-test
+	$(VENV)/bin/python -m pytest tests/systemd
 
 test-py36: setup
 	@test -n "$(PY36)" || { echo "test-py36: no Python 3.6 interpreter found" >&2; exit 1; }
 	PIP_SPEC='pip<22' scripts/make-venv $(VENV36) $(PY36) $(REQS36)
-	$(VENV36)/bin/python -m pytest
+	$(VENV36)/bin/python -m pytest --ignore=tests/services
 
 demo: setup
 	$(VENV)/bin/python scripts/demo.py
@@ -59,6 +75,12 @@ docs: setup
 
 bench: setup
 	$(VENV)/bin/python benchmarks/run.py
+
+# tests/services: every service profile against its real Debian server
+# (installed with a policy-rc.d that keeps it from starting system-wide)
+test-services: setup
+	scripts/setup-services-test
+	$(VENV)/bin/python -m pytest tests/services
 
 cluster-test: setup
 	scripts/setup-cluster-test

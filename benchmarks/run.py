@@ -22,7 +22,7 @@ if HERE not in sys.path:
 import common  # noqa: E402  (puts the repository root on sys.path)
 from common import out  # noqa: E402
 
-BENCHES = ("load", "deploy", "archive", "lineages", "cluster")
+BENCHES = ("load", "deploy", "archive", "lineages", "cluster", "status")
 
 
 class Tee(io.TextIOBase):
@@ -82,6 +82,10 @@ def parse():
                         help="the silent-peer renew only for L up to this (default: all)")
     parser.add_argument("--first-sizes", type=int, nargs="+", default=[100, 400, 800],
                         help="lineage counts of the first renew after attach")
+    parser.add_argument("--status-rounds", type=int, default=7,
+                        help="alternating rounds of the status benchmark")
+    parser.add_argument("--status-lineages", type=int, default=200,
+                        help="lineages in each tree of the status benchmark")
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                         help="cProfile summary: when a target is missed (auto)")
     parser.add_argument("--results", metavar="FILE",
@@ -151,6 +155,11 @@ def main():
                 rows += bench_cluster.run(ws, args.cluster_rounds, args.cluster_sizes,
                                           args.cluster_peers, args.first_sizes,
                                           args.cluster_silent_max)
+            elif name == "status":
+                out("== status over {} lineages: {} alternating rounds".format(
+                    args.status_lineages, args.status_rounds))
+                import bench_status
+                rows += bench_status.run(ws, args.status_rounds, args.status_lineages)
             out("   {} took {:.0f} s".format(name, time.monotonic() - t))
     finally:
         ws.cleanup()

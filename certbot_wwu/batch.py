@@ -14,7 +14,6 @@ Should a later lineage fail before its turn, whatever is still pending is
 acted on when the process exits (and logged); the state file still marks
 those lineages as not acted on, so the next timer run finishes the job.
 """
-import atexit
 import logging
 import ssl
 from typing import Any, Dict, Iterable, List, Optional, Set
@@ -45,8 +44,8 @@ def confirm_served(settings: Settings, lineage: Lineage) -> None:
         expected = tlscheck.fingerprint(ssl.PEM_cert_to_DER_cert(f.read()))
     names = lineage.names()
     host, port = settings.check
-    tlscheck.confirm_served(host, port, names[0] if names else None, expected,
-                            settings.timeout)
+    tlscheck.confirm_served(host, port, tlscheck.server_name_for(host, names),
+                            expected, settings.timeout, settings.check_protocol)
     logger.info("%s:%s serves the new certificate of %s", host, port, lineage.name)
 
 
@@ -56,6 +55,7 @@ class Batch(object):
     def __init__(self) -> None:
         self.actions = {}  # type: Dict[str, List[str]]
         self.timeouts = {}  # type: Dict[str, int]
+        self.settles = {}  # type: Dict[str, float]
         self.waiting = []  # type: List[list]
         #: live directories of the waiting lineages, for has()
         self._waiting_dirs = {}  # type: Dict[str, int]
@@ -65,6 +65,7 @@ class Batch(object):
         for unit in settings.units:
             self.actions.setdefault(unit, []).append(settings.action)
             self.timeouts[unit] = max(self.timeouts.get(unit, 0), settings.timeout)
+            self.settles[unit] = max(self.settles.get(unit, 0), settings.settle)
         self.waiting.append([settings, lineage, set(settings.units), copied])
         self._count(lineage, 1)
 
@@ -92,7 +93,7 @@ class Batch(object):
             actions = self.actions.pop(unit)
             try:
                 service.reload_unit(unit, service.strongest(actions),
-                                    self.timeouts.pop(unit))
+                                    self.timeouts.pop(unit), self.settles.pop(unit))
                 done.add(unit)
             except ServiceError as err:
                 failures.append(str(err))
@@ -130,7 +131,8 @@ def roll_back(settings: Settings, copied: Any) -> str:
                 "ones stay.".format(copied.dest))
     copies.rollback(copied.dest, copied.previous, copied.files)
     try:
-        service.act(list(settings.units), settings.action, settings.timeout)
+        service.act(list(settings.units), settings.action, settings.timeout,
+                    settings.settle)
     except ServiceError as err:
         return ("The previous certificate is back in place in {}, but the units "
                 "still fail with it: {}".format(copied.dest, err))
@@ -145,7 +147,8 @@ _exit_hook = []  # type: List[bool]
 def defer_until_exit() -> None:
     """Make sure nothing pending is forgotten if no later lineage acts."""
     if not _exit_hook:
-        atexit.register(_flush_at_exit)
+        from certbot import util  # runs in certbot's process only, not in a forked child
+        util.atexit_register(_flush_at_exit)
         _exit_hook.append(True)
 
 

@@ -16,12 +16,12 @@ import sys
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from certbot_wwu import (__version__, presets, register, renewalconf, settings, status,
-                         timer)
+from certbot_wwu import (__version__, certbot_host, presets, register, renewalconf,
+                         settings, status, timer)
 from certbot_wwu.cluster_cli import add_cluster
 from certbot_wwu.errors import WwuError
 from certbot_wwu.files import write_atomic
-from certbot_wwu.lineage import Lineage
+from certbot_wwu.lineage import Lineage, no_such_certificate
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +29,22 @@ PROG = "certbot-wwu"
 
 
 class UsageError(WwuError):
-    """Options that do not fit together."""
+    """Options that do not fit together (exit 2, as argparse's own)."""
+
+
+class NotRoot(WwuError):
+    """A command that works on root's files was run by another user."""
+
+
+#: subcommands that read or change root's files (certbot's tree, ACLs, units)
+ROOT_COMMANDS = ("deploy", "attach", "setup")
+
+#: how certbot-wwu spells the installer's options in its messages
+PREFIX = "--"
 
 
 def _presets_dir_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--presets-dir", metavar="DIR",
-        help="directory of site preset files (default: ${} or {})".format(
-            presets.DIR_ENV, presets.DEFAULT_DIR))
+    presets.presets_dir_option(parser)
 
 
 def _proxy_options(parser: argparse.ArgumentParser, exclusive: bool) -> None:
@@ -78,8 +86,30 @@ def add_presets(subparsers: Any) -> None:
                     "e-mail, pre-validation, issuance timeout, proxy.")
     parser.add_argument("--json", action="store_true",
                         help="print JSON (proxy passwords masked)")
+    parser.add_argument("--services", action="store_true",
+                        help="list the service profiles (--service NAME) and "
+                             "the options each one sets, instead of the CA "
+                             "presets")
     _presets_dir_option(parser)
     parser.set_defaults(func=cmd_presets)
+
+
+def _service_rows(found: Dict[str, Any]) -> List[Tuple[str, ...]]:
+    """One row per profile: what it sets, as the options spell it."""
+    rows = [("NAME", "MODE", "READS AS", "UNIT", "ACTION", "CHECK", "COPIES")]
+    for profile in found.values():
+        options = profile.defaults
+        copies = "{} {} {}{}".format(
+            options.get("copy_formats", "pem"), options.get("copy_owner", "root"),
+            options.get("copy_mode", "-"),
+            " " + options["p12_encryption"] if "p12_encryption" in options else "")
+        reader = "root" if profile.reads_as_root else options.get("copy_owner") \
+            if profile.mode == "copy" else ",".join(
+                x for x in (options.get("user"), options.get("group")) if x) or "(--user)"
+        rows.append((profile.name, profile.mode, reader, options.get("unit", "(--unit)"),
+                     options.get("action", "-"), options.get("check_protocol", "tls"),
+                     copies))
+    return rows
 
 
 def _yes(value: bool) -> str:
@@ -95,11 +125,14 @@ def _server_column(preset: presets.Preset) -> str:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    found = presets.load_presets(args.presets_dir)
+    found = (presets.load_services if args.services else presets.load_presets)(
+        args.presets_dir)
     if args.json:
         print(json.dumps([p.to_dict() for p in found.values()], indent=2))
         return 0
     rows = [("NAME", "SERVER", "EAB", "E-MAIL", "PRE-VALIDATED", "TIMEOUT", "PROXY")]
+    if args.services:
+        rows, found = _service_rows(found), {}
     for preset in found.values():
         rows.append((preset.name, _server_column(preset), _yes(preset.eab_required),
                      _yes(preset.email_required), _yes(preset.prevalidated),
@@ -183,16 +216,10 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 # --- deploy and attach: the installer's work, from a shell or a deploy hook ------
 
-CERTBOT_DIRS = (("config-dir", "/etc/letsencrypt", "certbot's configuration directory"),
-                ("work-dir", "/var/lib/letsencrypt", "certbot's working directory"),
-                ("logs-dir", "/var/log/letsencrypt", "certbot's log directory"))
-
-
-def certbot_dir_options(parser: argparse.ArgumentParser) -> None:
-    """--config-dir, --work-dir, --logs-dir with certbot's meanings and defaults."""
-    for name, default, what in CERTBOT_DIRS:
-        parser.add_argument("--" + name, default=default, metavar="DIR",
-                            help="{} (default: {})".format(what, default))
+#: --config-dir, --work-dir, --logs-dir, defined once for every command:
+#: certbot's defaults, or those of certbot's cli.ini
+CERTBOT_DIRS = certbot_host.CERTBOT_DIRS
+certbot_dir_options = certbot_host.certbot_dir_options
 
 
 def _installer_options(parser: argparse.ArgumentParser) -> None:
@@ -200,19 +227,41 @@ def _installer_options(parser: argparse.ArgumentParser) -> None:
     in settings.py serves both front doors)."""
     group = parser.add_argument_group(
         "deployment settings (as the installer's --wwu-acl-* options)")
-    for name, text in settings.OPTIONS:
-        group.add_argument("--" + name, dest="opt_" + name.replace("-", "_"),
-                           metavar=settings.METAVARS[name], help=text,
-                           type=settings.comma_list if name in settings.LIST_OPTIONS
-                           else None)
-    for name, text in settings.FLAGS:
-        group.add_argument("--" + name, dest="opt_" + name.replace("-", "_"),
-                           action="store_const", const=True, help=text)
+    for option in settings.OPTION_TABLE:
+        if option.flag:
+            group.add_argument("--" + option.name, dest="opt_" + option.key,
+                               action="store_const", const=True,
+                               help=option.help_for("--"))
+        else:
+            group.add_argument("--" + option.name, dest="opt_" + option.key,
+                               metavar=option.metavar, help=option.help_for("--"),
+                               type=option.type)
+
+
+def _removal_options(parser: argparse.ArgumentParser) -> None:
+    """--no-user X and friends, and --replace: the explicit ways to take
+    something away from the stored settings."""
+    group = parser.add_argument_group(
+        "changing the stored settings (given options add to them)")
+    for key in settings.ADDITIVE:
+        name = key.replace("_", "-")
+        group.add_argument("--no-" + name, dest="no_" + key, metavar=settings.option(name).metavar,
+                           type=settings.comma_list,
+                           help="take these out of the stored --{} list".format(name))
+    group.add_argument("--replace", action="store_true",
+                       help="use exactly the options given, not the stored "
+                            "settings plus them (default: the stored settings "
+                            "are the base)")
 
 
 def _given_options(args: argparse.Namespace) -> Dict[str, Any]:
     return {key[4:]: value for key, value in vars(args).items()
             if key.startswith("opt_") and value is not None}
+
+
+def _removed_options(args: argparse.Namespace) -> Dict[str, Any]:
+    return {key: getattr(args, "no_" + key, None) for key in settings.ADDITIVE
+            if getattr(args, "no_" + key, None)}
 
 
 def _lineage(args: argparse.Namespace) -> Lineage:
@@ -226,18 +275,44 @@ def _lineage(args: argparse.Namespace) -> Lineage:
                      "RENEWED_LINEAGE for a deploy hook).")
 
 
-def _settings_for(args: argparse.Namespace, lineage: Lineage) -> settings.Settings:
-    """Options on the command line, else the lineage's stored settings."""
+def _settings_for(args: argparse.Namespace, lineage: Lineage
+                  ) -> Tuple[settings.Settings, List[str], bool]:
+    """The lineage's stored settings changed by the options given (only
+    those given with --replace, or when nothing is stored), the changes,
+    and whether the renewal conf holds the installer (and so must learn
+    them: no command takes away what it still promises)."""
     given = _given_options(args)
-    if given:
-        return settings.Settings.from_options(given.get)
+    removed = _removed_options(args)
     installer, stored = renewalconf.stored(lineage.renewal_conf)
-    if not stored:
-        raise UsageError(
-            "Certificate {} has no stored wwu-acl settings; give options such as "
-            "--user or --copy-to, or attach them with 'certbot-wwu attach'."
-            .format(lineage.name))
-    return settings.Settings.from_options(stored.get)
+    attached = installer == renewalconf.INSTALLER
+    if args.replace and removed:
+        raise UsageError("--replace already drops what is not given; leave out "
+                         "the --no-* options.")
+    if not stored or args.replace:
+        if removed:
+            raise UsageError(
+                "Certificate {} has no stored wwu-acl settings to take {} out of; "
+                "leave out the --no-* options.".format(lineage.name, ", ".join(
+                    "--no-" + k.replace("_", "-") for k in sorted(removed))))
+        if not given:
+            raise UsageError(
+                "Certificate {} has no stored wwu-acl settings; give options such as "
+                "--user or --copy-to, or attach them with 'certbot-wwu attach'."
+                .format(lineage.name))
+        chosen = settings.Settings.from_options(given.get, PREFIX)
+        changes = []  # type: List[str]
+        if stored and attached:
+            old = settings.Settings.from_options(stored.get, PREFIX).to_values()
+            changes = ["{}: {} -> {}".format(k.replace("_", "-"), old.get(k, "(none)"),
+                                             v or "(none)")
+                       for k, v in sorted(_diff(old, chosen.to_values()).items())]
+        return chosen, changes, attached
+    values, changes = settings.merge(stored, given, removed, PREFIX)
+    return settings.Settings.from_options(values.get, PREFIX), changes, attached
+
+
+def _diff(old: Dict[str, str], new: Dict[str, str]) -> Dict[str, str]:
+    return {k: new.get(k, "") for k in set(old) | set(new) if old.get(k) != new.get(k)}
 
 
 def add_deploy(subparsers: Any) -> None:
@@ -256,6 +331,7 @@ def add_deploy(subparsers: Any) -> None:
                              "files, which copies, which unit actions; change "
                              "nothing")
     _installer_options(parser)
+    _removal_options(parser)
     certbot_dir_options(parser)
     parser.set_defaults(func=cmd_deploy)
 
@@ -265,7 +341,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     lineage = _lineage(args)
     if not args.dry_run:
         deploy.secure_key(lineage)
-    chosen = _settings_for(args, lineage)
+    chosen, changes, attached = _settings_for(args, lineage)
+    prefix = "would change" if args.dry_run else "changed"
+    for change in changes:
+        print("{} {}".format(prefix, change))
     report = deploy.deploy(chosen, lineage, dry_run=args.dry_run)
     for line in report.lines:
         print(line)
@@ -273,9 +352,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         if chosen.units and chosen.action != "none":
             print("would run systemctl {} {}".format(chosen.action, " ".join(chosen.units)))
         return 0
+    if changes and attached and renewalconf.attach(lineage.renewal_conf,
+                                                   chosen.to_values()):
+        print("recorded the new settings in {}".format(lineage.renewal_conf))
     deploy.act(chosen, lineage, report.copied)
-    for unit in chosen.units if chosen.action != "none" else ():
-        print("{} {}: active".format(chosen.action, unit))
+    print(deploy.summary(chosen, lineage))
     if chosen.push_to:
         from certbot_wwu import cluster
         outcomes = cluster.push(cluster.load_config(), lineage, list(chosen.push_to))
@@ -300,6 +381,11 @@ def add_attach(subparsers: Any) -> None:
                         help="the certificate")
     parser.add_argument("--detach", action="store_true",
                         help="remove the installer and its settings instead")
+    parser.add_argument("--take-over", action="store_true",
+                        help="also remove what the manual recipe left behind: "
+                             "hooks that restart a unit the installer acts on, "
+                             "default ACLs, ACL grants on older keys (default: "
+                             "only list them)")
     _installer_options(parser)
     certbot_dir_options(parser)
     parser.set_defaults(func=cmd_attach)
@@ -309,11 +395,12 @@ def cmd_attach(args: argparse.Namespace) -> int:
     from certbot_wwu import deploy, grants
     lineage = Lineage(args.config_dir, args.cert_name)
     if not os.path.exists(lineage.renewal_conf):
-        raise UsageError("There is no certificate {} (no {}).".format(
-            args.cert_name, lineage.renewal_conf))
+        raise no_such_certificate(args.config_dir, args.cert_name)
     values = None
+    original = renewalconf.read(lineage.renewal_conf)
+    text = original
     if not args.detach:
-        chosen = settings.Settings.from_options(_given_options(args).get)
+        chosen = settings.Settings.from_options(_given_options(args).get, PREFIX)
         if chosen.copy_to:
             deploy.copy_spec(chosen)
         values = chosen.to_values()
@@ -321,14 +408,17 @@ def cmd_attach(args: argparse.Namespace) -> int:
         leftovers = grants.remove_stray_defaults(lineage, keep)
         if leftovers:
             print(leftovers)
-    elif _given_options(args):
-        raise UsageError("--detach takes no deployment settings.")
+        text = _recipe_leftovers(args, lineage, chosen, text)
+    elif _given_options(args) or args.take_over:
+        raise UsageError("--detach takes no deployment settings and no --take-over.")
     backup = lineage.renewal_conf + ".certbot-wwu.bak"
-    original = renewalconf.read(lineage.renewal_conf)
-    if renewalconf.edit(original, values) == original:
+    if renewalconf.edit(text, values) == original:
         print("nothing to change in {}".format(lineage.renewal_conf))
         return 0
     write_atomic(backup, original, os.stat(lineage.renewal_conf).st_mode & 0o777)
+    if text != original:
+        write_atomic(lineage.renewal_conf, text,
+                     os.stat(lineage.renewal_conf).st_mode & 0o777)
     renewalconf.attach(lineage.renewal_conf, values)
     if args.detach:
         print("detached wwu-acl from {} (backup: {}); grants already made stay "
@@ -338,6 +428,26 @@ def cmd_attach(args: argparse.Namespace) -> int:
               "deploys, or run 'certbot-wwu deploy --cert-name {}' now".format(
                   lineage.renewal_conf, backup, lineage.name))
     return 0
+
+
+def _recipe_leftovers(args: argparse.Namespace, lineage: Lineage,
+                      chosen: settings.Settings, text: str) -> str:
+    """List the recipe's leftovers, or with --take-over remove them (one
+    line each); returns the renewal conf text to write."""
+    from certbot_wwu import recipe
+    if not args.take_over:
+        found = recipe.find(lineage, chosen.users, chosen.groups, chosen.units)
+        for leftover in found:
+            print("recipe leftover: {}".format(leftover))
+        if found:
+            print("run 'certbot-wwu attach' again with --take-over to remove them "
+                  "(the renewal conf is backed up first)")
+        return text
+    lines, text = recipe.take_over(lineage, text, chosen.users, chosen.groups,
+                                   chosen.units)
+    for line in lines:
+        print(line)
+    return text
 
 
 # --- the command ------------------------------------------------------------------
@@ -355,13 +465,26 @@ def build_parser() -> argparse.ArgumentParser:
                     "timer.")
     parser.add_argument("--version", action="version",
                         version="{} {}".format(PROG, __version__))
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log what happens to stderr")
+    _verbosity(parser, argparse.SUPPRESS)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True  # add_subparsers(required=) needs Python 3.7
     for add in SUBCOMMANDS:
         add(subparsers)
+    for sub in subparsers.choices.values():
+        _verbosity(sub, argparse.SUPPRESS)
     return parser
+
+
+def _verbosity(parser: argparse.ArgumentParser, default: Any) -> None:
+    """-v/-q before or after the subcommand (SUPPRESS: the subcommand's
+    parser does not reset what the main parser saw)."""
+    for flags, dest, text in ((("-v", "--verbose"), "verbose", "log what happens to stderr"),
+                              (("-q", "--quiet"), "quiet", "log errors only")):
+        try:
+            parser.add_argument(*flags, dest=dest, action="store_true", default=default,
+                                help=text)
+        except argparse.ArgumentError:
+            continue  # the subcommand has a -v/-q of its own
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -371,12 +494,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SystemExit as exit_:  # --help, --version, usage errors
         code = exit_.code
         return 0 if code is None else code if isinstance(code, int) else 2
+    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
     logging.basicConfig(format="{}: %(message)s".format(PROG),
-                        level=logging.INFO if args.verbose else logging.WARNING)
+                        level=logging.INFO if verbose else
+                        logging.ERROR if quiet else logging.WARNING)
     try:
+        _need_root(args)
         return args.func(args)
+    except UsageError as err:
+        print("{}: {}".format(PROG, err), file=sys.stderr)
+        return 2
     except WwuError as err:
         print("{}: {}".format(PROG, err), file=sys.stderr)
+        return 1
+    except PermissionError as err:
+        if os.geteuid() != 0:
+            print("{}: {}".format(PROG, _not_root(args.command)), file=sys.stderr)
+            return 1
+        print("{}: {}".format(PROG, _unexpected(args.command, err)), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("{}: interrupted".format(PROG), file=sys.stderr)
@@ -384,6 +519,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as err:  # pylint: disable=broad-except
         print("{}: {}".format(PROG, _unexpected(args.command, err)), file=sys.stderr)
         return 1
+
+
+def _not_root(command: str) -> str:
+    return ("certbot-wwu {} needs root: certbot's files, their ACLs and the "
+            "units are root's; run it with sudo.".format(command))
+
+
+def _need_root(args: argparse.Namespace) -> None:
+    """One sentence instead of a traceback or a misleading "no such
+    certificate" when a user without root runs a command that needs it."""
+    if args.command in ROOT_COMMANDS and os.geteuid() != 0 \
+            and getattr(args, "root", "/") == "/" \
+            and getattr(args, "config_dir", CERTBOT_DIRS[0][1]) == CERTBOT_DIRS[0][1]:
+        raise NotRoot(_not_root(args.command))
 
 
 def _unexpected(command: str, err: Exception) -> str:

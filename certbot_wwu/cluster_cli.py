@@ -8,10 +8,10 @@ import argparse
 import os
 from typing import Any, List
 
+from certbot_wwu import certbot_host, presets
+
 # certbot_wwu.cluster is imported when a cluster command runs, so that every
 # other certbot-wwu command starts without it
-
-DEFAULT_CONFIG_DIR = "/etc/letsencrypt"
 
 
 def _peer_list(value: str) -> List[str]:
@@ -27,14 +27,8 @@ def _common(parser: argparse.ArgumentParser, to: bool = True) -> None:
             "--to", metavar="PEER[,PEER...]", type=_peer_list, default=[],
             help="peers: names from [cluster peers] or [user@]host[:port] "
                  "(default: peers in [cluster])")
-    parser.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR, metavar="DIR",
-                        help="certbot's configuration directory on this host "
-                             "(default: {})".format(DEFAULT_CONFIG_DIR))
-    from certbot_wwu import presets
-    parser.add_argument(
-        "--presets-dir", metavar="DIR",
-        help="directory of the site files with the [cluster] section "
-             "(default: ${} or {})".format(presets.DIR_ENV, presets.DEFAULT_DIR))
+    certbot_host.certbot_dir_options(parser, ("config-dir",))
+    presets.presets_dir_option(parser, "the site files with the [cluster] section")
 
 
 def _account_choice(parser: argparse.ArgumentParser) -> None:
@@ -115,7 +109,6 @@ def add_cluster(subparsers: Any) -> None:
 def _server(args: argparse.Namespace) -> str:
     from certbot_wwu.cluster import ClusterError
     if args.preset:
-        from certbot_wwu import presets
         return presets.get_preset(args.preset, args.presets_dir).server_url(args.server)
     if args.server:
         return args.server.strip()
@@ -148,11 +141,10 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         return 0
     config = cluster.load_config(args.presets_dir)
     if action == "push":
-        from certbot_wwu.lineage import Lineage
+        from certbot_wwu.lineage import Lineage, no_such_certificate
         lineage = Lineage(args.config_dir, args.cert_name)
         if not os.path.isdir(lineage.live_dir):
-            raise ClusterError("There is no certificate {} (no {}).".format(
-                args.cert_name, lineage.live_dir))
+            raise ClusterError(str(no_such_certificate(args.config_dir, args.cert_name)))
         return _report(cluster.push(config, lineage, args.to, args.force),
                        "Pushing {}".format(args.cert_name))
     if action == "check":

@@ -27,13 +27,16 @@ import ipaddress
 import json
 import os
 import pwd
-import re
 import stat
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from certbot_wwu.errors import CopyError
+from certbot_wwu.lineage import PEM_CERTIFICATE, load_certificates, subject_alt_names
 
 FORMATS = ("pem", "combined", "pkcs12")
+P12_ENCRYPTIONS = ("modern", "legacy")
+#: PBKDF rounds of a PKCS#12 bundle (cryptography's own choice before 38)
+P12_KDF_ROUNDS = 20000
 PEM_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
 COMBINED_FILE = "combined.pem"
 PKCS12_FILE = "bundle.p12"
@@ -46,8 +49,7 @@ MAX_PASSWORD_FILE = 4096
 _FORMAT_FILES = {"pem": PEM_FILES, "combined": (COMBINED_FILE,),
                  "pkcs12": (PKCS12_FILE,)}
 _KEY_FILES = ("privkey.pem", COMBINED_FILE, PKCS12_FILE)
-_PEM_CERT = re.compile(
-    b"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+_ALL_FILES = PEM_FILES + (COMBINED_FILE, PKCS12_FILE)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -60,7 +62,11 @@ class CopySpec(object):
 
     def __init__(self, dest: str, uid: int, gid: Optional[int], key_mode: int,
                  formats: Sequence[str] = ("pem",),
-                 p12_password: Optional[bytes] = None) -> None:
+                 p12_password: Optional[bytes] = None,
+                 p12_encryption: str = "modern") -> None:
+        if p12_encryption not in P12_ENCRYPTIONS:
+            raise CopyError("PKCS#12 encryption {!r} is unknown; use modern or "
+                            "legacy.".format(p12_encryption))
         for fmt in formats:
             if fmt not in FORMATS:
                 raise CopyError("Copy format {!r} is unknown; use one of {}.".format(
@@ -79,6 +85,9 @@ class CopySpec(object):
         self.key_mode = key_mode if gid is not None else key_mode & ~0o070
         self.formats = tuple(formats)
         self.p12_password = p12_password
+        #: "modern" (AES-256-CBC, PBES2, SHA-256 MAC) or "legacy" (3DES, SHA-1
+        #: MAC) for readers older than Java 8u301/11.0.12
+        self.p12_encryption = p12_encryption
 
     @property
     def dir_mode(self) -> int:
@@ -198,9 +207,10 @@ def _open_dir(parent_fd: int, name: str, path: str) -> int:
 def _walk(dest: str, spec: Optional["CopySpec"] = None) -> Optional[int]:
     """fd of DEST, reached from / one checked directory at a time.
 
-    With ``spec`` a missing DEST (and missing parents, root's 0755) is made
-    and DEST gets the spec's group and mode; without, a missing DEST is None.
-    Everything after this works relative to the fd, never to the path.
+    With ``spec`` a missing DEST is made with the spec's group and mode;
+    without, a missing DEST is None. A missing parent is refused either
+    way: a typo must not silently become a new tree. Everything after this
+    works relative to the fd, never to the path.
     """
     dest = os.path.abspath(dest)
     parts = [p for p in dest.split("/") if p]
@@ -215,6 +225,12 @@ def _walk(dest: str, spec: Optional["CopySpec"] = None) -> Optional[int]:
             try:
                 child = _open_dir(fd, part, path)
             except FileNotFoundError:
+                if not is_dest:
+                    raise CopyError(
+                        "{} does not exist, so the copy directory {} cannot be "
+                        "made in it; create the parent first (mkdir -p {}) or "
+                        "correct the copy directory.".format(path, dest,
+                                                             os.path.dirname(dest)))
                 if spec is None:
                     return None
                 try:
@@ -226,8 +242,8 @@ def _walk(dest: str, spec: Optional["CopySpec"] = None) -> Optional[int]:
             os.close(fd)
             fd = child
             if created and os.fstat(fd).st_uid == 0:
-                os.fchown(fd, 0, spec.group if is_dest else 0)
-                os.fchmod(fd, spec.dir_mode if is_dest else 0o755)
+                os.fchown(fd, 0, spec.group)
+                os.fchmod(fd, spec.dir_mode)
             _check_dir(fd, path, is_dest)
         result, fd = fd, -1
         return result
@@ -307,32 +323,35 @@ def read_password(path: str) -> bytes:
 # --- material ----------------------------------------------------------------
 
 def _crypto():
-    from cryptography import x509
     from cryptography.hazmat.backends import default_backend
     from cryptography.hazmat.primitives import serialization
-    return x509, default_backend(), serialization
+    return default_backend(), serialization
 
 
 def _load_cert(data: bytes, what: str):
-    x509, backend, _ = _crypto()
     try:
-        return x509.load_pem_x509_certificate(data, backend)
+        return load_certificates(data)[0]
     except ValueError:
         raise CopyError("The {} is not a PEM certificate; check the lineage's "
                         "files.".format(what))
 
 
 def _load_chain(data: bytes) -> list:
-    blocks = _PEM_CERT.findall(data)
-    if data.strip() and not blocks:
+    if not data.strip():
+        return []
+    if PEM_CERTIFICATE not in data:
         raise CopyError("The chain holds no PEM certificate; check the lineage's "
                         "chain.pem.")
-    return [_load_cert(block, "chain") for block in blocks]
+    try:
+        return load_certificates(data)
+    except ValueError:
+        raise CopyError("The chain is not a PEM certificate; check the lineage's "
+                        "chain.pem.")
 
 
 def _load_key(data: bytes):
     from cryptography.exceptions import UnsupportedAlgorithm
-    _, backend, serialization = _crypto()
+    backend, serialization = _crypto()
     try:
         return serialization.load_pem_private_key(data, None, backend)
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -341,19 +360,9 @@ def _load_key(data: bytes):
 
 
 def _public_der(public_key) -> bytes:
-    _, _, serialization = _crypto()
+    _, serialization = _crypto()
     return public_key.public_bytes(serialization.Encoding.DER,
                                    serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _cert_names(cert) -> Tuple[List[str], list]:
-    x509, _, _ = _crypto()
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return [], []
-    return (san.value.get_values_for_type(x509.DNSName),
-            san.value.get_values_for_type(x509.IPAddress))
 
 
 def _covers(dns: Sequence[str], ips: list, name: str) -> bool:
@@ -381,7 +390,7 @@ def verify_material(cert_pem: bytes, chain_pem: bytes, key_pem: bytes,
         raise CopyError("The private key does not match the certificate; nothing "
                         "was copied, check that the lineage's privkey.pem and "
                         "cert.pem belong together.")
-    dns, ips = _cert_names(cert)
+    dns, ips = subject_alt_names(cert)
     missing = [str(n) for n in names if not _covers(dns, ips, str(n))]
     if missing:
         held = dns + [str(ip) for ip in ips]
@@ -393,12 +402,24 @@ def verify_material(cert_pem: bytes, chain_pem: bytes, key_pem: bytes,
 
 def _pkcs12(spec: CopySpec, material: Dict[str, bytes], names: Sequence[str]) -> bytes:
     from cryptography.hazmat.primitives.serialization import pkcs12
-    _, _, serialization = _crypto()
+    _, serialization = _crypto()
     password = spec.p12_password
     if password == b"":
         encryption = serialization.NoEncryption()
-    else:
+    elif not hasattr(serialization.PrivateFormat, "PKCS12"):
+        # cryptography < 38 has one choice, OpenSSL's 3DES with a SHA-1 MAC:
+        # what legacy asks for, and what every reader can read
         encryption = serialization.BestAvailableEncryption(password)
+    else:
+        from cryptography.hazmat.primitives import hashes
+        legacy = spec.p12_encryption == "legacy"
+        encryption = (
+            serialization.PrivateFormat.PKCS12.encryption_builder()
+            .kdf_rounds(P12_KDF_ROUNDS)
+            .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC if legacy
+                                else pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+            .hmac_hash(hashes.SHA1() if legacy else hashes.SHA256())
+            .build(password))
     friendly = str(names[0]).encode("utf-8") if names else None
     try:
         return pkcs12.serialize_key_and_certificates(
@@ -431,7 +452,7 @@ def _contents(spec: CopySpec, material: Dict[str, bytes],
 
 # --- versions ----------------------------------------------------------------
 
-def _create(dir_fd: int, name: str, uid: int, gid: int, mode: int) -> int:
+def create_file(dir_fd: int, name: str, uid: int, gid: int, mode: int) -> int:
     """A new empty file, already at its final owner and mode; returns its fd.
 
     Nothing is in it yet, so a key is never readable by anyone else, not
@@ -450,7 +471,7 @@ def _create(dir_fd: int, name: str, uid: int, gid: int, mode: int) -> int:
 
 def _write_file(dir_fd: int, name: str, data: bytes, uid: int, gid: int,
                 mode: int) -> None:
-    fd = _create(dir_fd, name, uid, gid, mode)
+    fd = create_file(dir_fd, name, uid, gid, mode)
     try:
         view = memoryview(data)
         while view:
@@ -686,6 +707,8 @@ def _switch(dest: str, version_dir: Optional[str], files: Sequence[str],
                                 "version instead.".format(version_dir))
             try:
                 absent = [n for n in files if not _exists(version_fd, n)]
+                extra = [n for n in _ALL_FILES if n not in files
+                         and _exists(version_fd, n)]
             finally:
                 os.close(version_fd)
             if absent and strict:
@@ -693,6 +716,8 @@ def _switch(dest: str, version_dir: Optional[str], files: Sequence[str],
                                 "before switching to it.".format(
                                     version_dir, ", ".join(absent)))
         previous = _current(dest_fd, dest)
+        if not strict and name is not None:
+            files = list(files) + extra
         missing = _stable_links(dest_fd, dest, files)
         try:
             for link in missing:
@@ -701,17 +726,36 @@ def _switch(dest: str, version_dir: Optional[str], files: Sequence[str],
                 except FileExistsError:
                     _stable_links(dest_fd, dest, [link])
             _replace_current(dest_fd, target)
+            if strict:
+                for link in _unasked_links(dest_fd, files):
+                    os.unlink(link, dir_fd=dest_fd)
             os.fsync(dest_fd)
         except OSError as err:
             raise _os_error("switch the copies in", dest, err)
     return os.path.join(dest, VERSIONS, previous) if previous else None
 
 
+def _unasked_links(dest_fd: int, files: Sequence[str]) -> List[str]:
+    """Our stable links (to current/<file>) for formats no longer asked for:
+    left alone they would dangle, or point a service at a stale format."""
+    stale = []
+    for name in _ALL_FILES:
+        if name in files:
+            continue
+        try:
+            if os.readlink(name, dir_fd=dest_fd) == CURRENT + "/" + name:
+                stale.append(name)
+        except OSError:
+            continue
+    return stale
+
+
 def switch(dest: str, version_dir: str, files: Sequence[str]) -> Optional[str]:
     """Make ``version_dir`` current in one rename; returns the previous one.
 
     Each stable DEST/<file> is (made) a link to current/<file>; anything else
-    there is refused, before anything changes.
+    there is refused, before anything changes. Our links for files of
+    formats no longer asked for are removed after the switch.
     """
     return _switch(dest, version_dir, files, strict=True)
 
@@ -720,7 +764,8 @@ def rollback(dest: str, previous: Optional[str], files: Sequence[str]) -> None:
     """Make ``previous`` current again (None: no version is current).
 
     Stable links for files the previous version lacks are left dangling
-    rather than refused, so a rollback after a format change still works.
+    rather than refused, so a rollback after a format change still works;
+    links for the files it has come back.
     """
     _switch(dest, previous, files, strict=False)
 

@@ -8,7 +8,7 @@ import logging
 import os
 import pwd
 import ssl
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 from certbot_wwu import copies, grants, locks, tlscheck
 from certbot_wwu.batch import Batch
@@ -104,7 +104,7 @@ def copy_spec(settings: Settings) -> copies.CopySpec:
     elif settings.p12_empty_password:
         password = b""
     spec = copies.CopySpec(settings.copy_to, uid, gid, settings.copy_mode,
-                           settings.copy_formats, password)
+                           settings.copy_formats, password, settings.p12_encryption)
     copies.check_destination(spec.dest)
     return spec
 
@@ -112,8 +112,11 @@ def copy_spec(settings: Settings) -> copies.CopySpec:
 def _source(spec: copies.CopySpec, lineage: Lineage, files: Dict[str, str]) -> dict:
     with open(files["cert"]) as f:
         cert = tlscheck.fingerprint(ssl.PEM_cert_to_DER_cert(f.read()))
-    return {"lineage": lineage.live_dir, "cert_sha256": cert, "uid": spec.uid,
-            "gid": spec.group, "key_mode": spec.key_mode, "formats": list(spec.formats)}
+    source = {"lineage": lineage.live_dir, "cert_sha256": cert, "uid": spec.uid,
+              "gid": spec.group, "key_mode": spec.key_mode, "formats": list(spec.formats)}
+    if "pkcs12" in spec.formats:  # a changed encryption rewrites the bundle
+        source["p12_encryption"] = spec.p12_encryption
+    return source
 
 
 def copies_current(spec: copies.CopySpec, lineage: Lineage,
@@ -208,13 +211,39 @@ def _dry_run(settings: Settings, lineage: Lineage,
     report = Report(lineage, lineage.version(files))
     if settings.users or settings.groups or state.principals:
         plan, _, _ = _plan(settings, lineage, state)
-        for line in plan.describe():
+        for line in _changes(plan):
             report.add("would " + line)
     if spec is not None and not copies_current(spec, lineage, files):
-        report.add("would write {} to {} (owner uid {}, key mode {:04o})".format(
-            ", ".join(copies.file_names(spec.formats)), spec.dest, spec.uid,
-            spec.key_mode))
+        report.add("would write {} to {} (owner {}, key mode {:04o})".format(
+            ", ".join(copies.file_names(spec.formats)), spec.dest,
+            ":".join(p for p in settings.copy_owner if p), spec.key_mode))
+    if not report.lines:
+        report.add("nothing to change")
     return report
+
+
+def _rwx(bits: int) -> str:
+    return "".join(c if bits & b else "-" for c, b in (("r", 4), ("w", 2), ("x", 1)))
+
+
+def _changes(plan: grants.Plan) -> List[str]:
+    """What applying ``plan`` would change, by name and ``r-x`` (only what
+    differs from the ACLs on disk now)."""
+    lines = []
+    for path, add in plan.grant:
+        entries = grants.read_acl(path) if os.path.exists(path) else {}
+        mask = entries.get(("m", None), 7)
+        wanted = ["{} {}".format(grants.describe(key), _rwx(bits))
+                  for key, bits in sorted(add.items(), key=str)
+                  if entries.get(key) != bits or bits & ~mask]
+        if wanted:
+            lines.append("grant {} on {}".format(", ".join(wanted), path))
+    for path, keys in plan.revoke:
+        entries = grants.read_acl(path) if os.path.exists(path) else {}
+        gone = [grants.describe(key) for key in keys if key in entries]
+        if gone:
+            lines.append("revoke {} on {}".format(", ".join(gone), path))
+    return lines
 
 
 def _grant(plan: grants.Plan, principals: list, lineage: Lineage, state: State,
@@ -231,6 +260,41 @@ def _grant(plan: grants.Plan, principals: list, lineage: Lineage, state: State,
         ", ".join(str(p) for p in principals) or "nobody", version, report.changed))
     state.granted = [version] if principals else []
     state.principals = granted
+
+
+def _readers(settings: Settings) -> str:
+    who = ["user " + u for u in settings.users] + ["group " + g for g in settings.groups]
+    return ", ".join(who)
+
+
+def summary(settings: Settings, lineage: Lineage, pending: Iterable[str] = (),
+            acted: bool = True) -> str:
+    """The one line after a deployment: who can read which version, where
+    the copies are, which unit got which action and what came back."""
+    version = lineage.version()
+    parts = []
+    readers = _readers(settings)
+    if readers:
+        parts.append("{} can read version {}".format(readers, version))
+    if settings.copy_to:
+        owner = ":".join(p for p in settings.copy_owner if p)
+        parts.append("copies of version {} in {} ({}, owner {}, key mode {:04o})".format(
+            version, settings.copy_to, ",".join(settings.copy_formats), owner,
+            settings.copy_mode))
+    pending = set(pending)
+    units = []
+    for unit in settings.units:
+        if settings.action == "none":
+            units.append("{}: action none, left alone".format(unit))
+        elif unit in pending:
+            units.append("{}: {} after the last certificate that names it".format(
+                unit, settings.action))
+        elif acted:
+            units.append("{}: {}, active".format(unit, settings.action))
+        else:
+            units.append("{}: would {}".format(unit, settings.action))
+    parts.append("; ".join(units) if units else "no unit to act on")
+    return "{}: {}".format(lineage.name, "; ".join(parts))
 
 
 def needs_deploy(settings: Settings, lineage: Lineage) -> bool:
@@ -277,10 +341,3 @@ def redeploy_if_drifted(settings: Settings, lineage: Lineage) -> Optional[Report
     logger.warning("%s: repaired the deployment, which had drifted since "
                    "the last one", lineage.name)
     return report
-
-
-def heal(settings: Settings, lineage: Lineage) -> None:
-    """The renewal timer's check: redeploy what drifted, finish a missed action."""
-    report = redeploy_if_drifted(settings, lineage)
-    if needs_action(lineage):
-        act(settings, lineage, report.copied if report else None)

@@ -11,12 +11,14 @@ import grp
 import logging
 import os
 import pwd
+import stat
 import threading
 from collections import namedtuple
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from certbot_wwu.errors import GrantError, WwuError
 from certbot_wwu.lineage import KINDS, Lineage
+from certbot_wwu.settings import missing_account
 
 logger = logging.getLogger(__name__)
 
@@ -39,22 +41,18 @@ class Principal(namedtuple("Principal", "kind name id")):
         return "{} {}".format(self.kind, self.name)
 
 
-_ACCOUNTS = (("user", pwd.getpwnam, "pw_uid", "useradd"),
-             ("group", grp.getgrnam, "gr_gid", "groupadd"))
+_ACCOUNTS = (("user", pwd.getpwnam, "pw_uid"), ("group", grp.getgrnam, "gr_gid"))
 
 
 def resolve(users: Iterable[str], groups: Iterable[str]) -> List[Principal]:
     """Look up every name now, so an unknown one stops us before any change."""
     found = []
-    for (kind, lookup, id_field, create), names in zip(_ACCOUNTS, (users, groups)):
+    for (kind, lookup, id_field), names in zip(_ACCOUNTS, (users, groups)):
         for name in names:
             try:
                 found.append(Principal(kind, name, getattr(lookup(name), id_field)))
             except KeyError:
-                raise GrantError(
-                    "{} {!r} does not exist on this host; create it ({} --system "
-                    "{}) or correct --wwu-acl-{}.".format(
-                        kind.capitalize(), name, create, name, kind))
+                raise GrantError(str(missing_account(kind, name)))
     return found
 
 
@@ -163,6 +161,9 @@ def with_mask(entries: Entries) -> Entries:
     Callers pass entries through :func:`held_back` first: the union of the
     group class would otherwise revive what the old mask held back.
     """
+    # Not pylibacl's ACL.calc_mask(): it adds a mask to a minimal ACL too (0.6
+    # and 0.7), where setfacl leaves none; otherwise the same union
+    # (tests/test_with_mask.py compares them).
     result = {k: v for k, v in entries.items() if k[0] != "m"}
     named = [v for key, v in result.items() if _named(key)]
     if named:
@@ -525,12 +526,14 @@ def can_read(paths: Sequence[str], uid: int, gid: int, groups: Sequence[int]) ->
     cannot fail for lack of privilege); anywhere else a child process runs it.
     """
     if os.getresuid() == (0, 0, 0) and threading.active_count() == 1:
-        return _can_read_switched(paths, uid, gid, groups)
-    return _can_read_forked(paths, uid, gid, groups)
+        return can_read_switched(paths, uid, gid, groups)
+    return can_read_forked(paths, uid, gid, groups)
 
 
-def _can_read_switched(paths: Sequence[str], uid: int, gid: int,
-                       groups: Sequence[int]) -> List[bool]:
+def can_read_switched(paths: Sequence[str], uid: int, gid: int,
+                      groups: Sequence[int]) -> List[bool]:
+    """can_read by switching this process's effective ids (root, one thread
+    only); public so that a test can check it agrees with can_read_forked."""
     saved_groups = os.getgroups()
     saved_gid = os.getegid()
     os.setgroups(list(groups))
@@ -548,8 +551,9 @@ def _can_read_switched(paths: Sequence[str], uid: int, gid: int,
         os.setgroups(saved_groups)
 
 
-def _can_read_forked(paths: Sequence[str], uid: int, gid: int,
-                     groups: Sequence[int]) -> List[bool]:
+def can_read_forked(paths: Sequence[str], uid: int, gid: int,
+                    groups: Sequence[int]) -> List[bool]:
+    """can_read in a child process that becomes uid/gid/groups (any process)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
@@ -597,10 +601,90 @@ def verify(lineage: Lineage, principals: Sequence[Principal]) -> None:
         results = can_read(paths, *identity(principal))
         denied = [p for p, ok in zip(paths, results) if not ok]
         if denied:
-            raise GrantError(
-                "After granting, {} still cannot read {}; check the ACL mask "
-                "with getfacl.".format(principal, ", ".join(denied)))
+            raise GrantError(why_denied(principal, denied[0]))
     if can_read([lineage.live_path("privkey")], OUTSIDER_UID, OUTSIDER_GID, [])[0]:
         raise GrantError(
             "The private key {} is readable by any user; fix its mode "
             "(chmod o-rwx) before deploying.".format(lineage.live_path("privkey")))
+
+
+def _refusal(path: str, principal: Principal, ids: Tuple[int, int, Tuple[int, ...]],
+             want: int) -> Optional[str]:
+    """Why the kernel refuses ``want`` on ``path`` to the principal (owner,
+    named entry and mask, group class, other: POSIX.1e order), or None."""
+    uid, gid, groups = ids
+    st = os.stat(path)
+    entries = read_acl(path)
+    mask = entries.get(("m", None))
+    masked = mask if mask is not None else 7
+    where = "{} (owner {}:{}, mode {:04o}{})".format(
+        path, acl_name(("u", st.st_uid)), acl_name(("g", st.st_gid)),
+        stat.S_IMODE(st.st_mode), ", ACL " + _text(entries) if mask is not None else "")
+    if uid == st.st_uid:
+        if entries.get(("u", None), 0) & want == want:
+            return None
+        return "{} owns {} but its owner bits lack {}".format(principal, where, _PERMS[want])
+    if ("u", uid) in entries:
+        bits = entries[("u", uid)]
+        if bits & masked & want == want:
+            return None
+        if bits & want == want:
+            return "the ACL mask {} of {} cuts its entry {}".format(
+                _PERMS[masked], where, _PERMS[bits])
+        return "its ACL entry on {} lacks {}".format(where, _PERMS[want])
+    all_groups = {gid} | set(groups)
+    matching = [key for key in entries if key[0] == "g" and (
+        (key[1] is None and st.st_gid in all_groups) or key[1] in all_groups)]
+    if matching:
+        if any(entries[key] & (masked if key[1] is not None or mask is not None
+                               else 7) & want == want for key in matching):
+            return None
+        return "its group entries on {} lack {} (or the ACL mask cuts them)".format(
+            where, _PERMS[want])
+    if entries.get(("o", None), 0) & want == want:
+        return None
+    return "{} gives neither it nor others {}".format(where, _PERMS[want])
+
+
+def why_denied(principal: Principal, path: str) -> str:
+    """Walk ``path`` as the kernel does (each directory needs x, symlinks
+    followed, the file needs r) and name the component that stops the
+    principal, with the fix."""
+    ids = identity(principal)
+    todo = [part for part in path.split("/") if part]
+    current, hops = "/", 0
+    try:
+        while todo:
+            reason = _refusal(current, principal, ids, X)
+            if reason:
+                return _denied(principal, path, current, reason, "x")
+            name = todo.pop(0)
+            if name in (".", ".."):
+                current = os.path.dirname(current) if name == ".." else current
+                continue
+            following = os.path.join(current, name)
+            if os.path.islink(following) and hops < 40:
+                hops += 1
+                target = os.readlink(following)
+                todo = [part for part in target.split("/") if part] + todo
+                current = "/" if target.startswith("/") else current
+                continue
+            current = following
+        reason = _refusal(current, principal, ids, R)
+        if reason:
+            return _denied(principal, path, current, reason, "r")
+    except (OSError, WwuError):
+        pass
+    return ("After granting, {} still cannot read {}, although every directory "
+            "on the way and the file allow it; check for a security module "
+            "(SELinux, AppArmor) with 'ls -Z' and the audit log.".format(principal, path))
+
+
+def _denied(principal: Principal, path: str, component: str, reason: str,
+            bits: str) -> str:
+    entry = "{}:{}:{}".format("u" if principal.kind == "user" else "g",
+                              principal.name, bits)
+    return ("After granting, {} still cannot read {}: the kernel stops it at {}, "
+            "because {}; give it {} there (setfacl -m {} {}), or keep certbot's "
+            "directory below directories it may pass.".format(
+                principal, path, component, reason, bits, entry, component))

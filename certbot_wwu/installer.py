@@ -23,12 +23,17 @@ from certbot.plugins import common
 
 from certbot_wwu import __version__, _compat
 from certbot_wwu.errors import WwuError
-from certbot_wwu.settings import FLAGS, LIST_OPTIONS, METAVARS, OPTIONS, comma_list
+from certbot_wwu.settings import OPTION_TABLE
+
+#: the verbs that deploy with this installer's options: their settings are
+#: checked in prepare(), before certbot asks the CA for anything
+_CHECKED_VERBS = ("run", "certonly", "install", "renew")
+PREFIX = "--wwu-acl-"
 
 logger = logging.getLogger(__name__)
 
 
-def _loud(method: Callable) -> Callable:
+def loud(method: Callable) -> Callable:
     """Turn every failure into a PluginError certbot reports and counts."""
     @functools.wraps(method)
     def wrapper(self: "Installer", *args: Any, **kwargs: Any) -> Any:
@@ -51,6 +56,16 @@ def _push(settings: Any, lineage: Any) -> None:
     if settings.push_to:
         from certbot_wwu import cluster
         cluster.push_lineage(lineage, settings.push_to)
+
+
+def _notify(line: str) -> None:
+    """One line on certbot's console (certbot < 1.18 has no notify: log it)."""
+    from certbot.display import util as display_util
+    notify = getattr(display_util, "notify", None)
+    if notify is not None:
+        notify(line)
+    else:
+        logger.warning("%s", line)
 
 
 class _RunUnits(object):
@@ -82,24 +97,54 @@ class Installer(common.Installer, interfaces.RenewDeployer,
                 interfaces.GenericUpdater):
     """Let a non-root service read the certificate, then reload its unit."""
 
-    description = ("Grant non-root services read access to the certificate "
-                   "with POSIX ACLs and restart their systemd units "
-                   "(certbot-wwu {})".format(__version__))
+    description = ("Let non-root services read the certificate (POSIX ACLs or "
+                   "owned copies), then act on their systemd units as "
+                   "--wwu-acl-action says (certbot-wwu {})".format(__version__))
 
     @classmethod
     def add_parser_arguments(cls, add: Callable[..., None]) -> None:
-        for name, text in OPTIONS:
-            add(name, default=None, metavar=METAVARS[name], help=text,
-                **({"type": comma_list} if name in LIST_OPTIONS else {}))
-        for name, text in FLAGS:
-            add(name, action="store_true", default=False, help=text)
+        for option in OPTION_TABLE:
+            if option.flag:
+                add(option.name, action="store_true", default=False, help=option.help)
+            else:
+                add(option.name, default=None, metavar=option.metavar,
+                    help=option.help, type=option.type)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super(Installer, self).__init__(*args, **kwargs)
         self._deployed = {}  # type: Dict[str, Tuple[Any, Any, Any]]
+        self._failed = False
 
     def prepare(self) -> None:
-        """Nothing to prepare; checks happen where we act (see module doc)."""
+        """Check every setting before certbot asks the CA for anything.
+
+        A bad setting raises ConfigurationError, which certbot reports and
+        counts (exit 1, the lineage fails on renew). Never a PluginError:
+        certbot would silently drop the installer (DESIGN §3). Problems of
+        the environment (ACL support, units) are found where we act.
+        """
+        if getattr(getattr(self, "config", None), "verb", None) not in _CHECKED_VERBS:
+            return
+        try:
+            lineage = None
+            if self.config.verb == "install":
+                if not self.config.certname:
+                    return  # certbot asks which one; deploy_cert checks then
+                from certbot_wwu.lineage import Lineage
+                lineage = Lineage(self.config.config_dir, self.config.certname)
+                if not os.path.exists(lineage.renewal_conf):
+                    return  # certbot itself says there is no such certificate
+            self._check(self._settings(lineage))
+        except WwuError as err:
+            raise errors.ConfigurationError(str(err))
+
+    @staticmethod
+    def _check(settings: Any) -> None:
+        """Users, groups, copy owner and destination as they are now."""
+        from certbot_wwu import deploy, grants
+        grants.resolve(settings.users, settings.groups)
+        if settings.copy_to:
+            deploy.copy_spec(settings)
 
     def more_info(self) -> str:
         return ("Grants users or groups read access to the current certificate "
@@ -131,7 +176,7 @@ class Installer(common.Installer, interfaces.RenewDeployer,
     def config_test(self) -> None:
         """There is no server configuration to test."""
 
-    @_loud
+    @loud
     def deploy_cert(self, domain: str, cert_path: str, key_path: str,
                     chain_path: Optional[str] = None,
                     fullchain_path: Optional[str] = None) -> None:
@@ -146,9 +191,13 @@ class Installer(common.Installer, interfaces.RenewDeployer,
                 logger.info("Recorded the wwu-acl installer and its options in %s",
                             lineage.renewal_conf)
 
-    @_loud
+    @loud
     def restart(self) -> None:
-        if self.config.dry_run:
+        """Act on the units once. certbot calls restart() again to "restore"
+        after a failed one: the copies were already rolled back and the
+        failure reported, so the second call does nothing (certbot would
+        otherwise claim it "failed to restore your config")."""
+        if self.config.dry_run or self._failed:
             return
         if not self._deployed and self.config.verb == "certonly":
             self._deploy(self._certonly_lineage())
@@ -157,16 +206,22 @@ class Installer(common.Installer, interfaces.RenewDeployer,
             if not batch.RUN.has(lineage):
                 batch.RUN.add(settings, lineage, copied)
         lineages = [lineage for _, lineage, _ in self._deployed.values()]
-        self._act(lineages[-1] if lineages else None)
+        try:
+            keep = self._act(lineages[-1] if lineages else None)
+        except Exception:
+            self._failed = True
+            raise
+        from certbot_wwu import deploy
         for settings, lineage, _ in self._deployed.values():
+            _notify(deploy.summary(settings, lineage, pending=keep))
             _push(settings, lineage)
 
-    @_loud
+    @loud
     def renew_deploy(self, lineage: Any, *args: Any, **kwargs: Any) -> None:
         from certbot_wwu.lineage import Lineage
         self._deploy(Lineage.from_live_path(lineage.cert_path))
 
-    @_loud
+    @loud
     def generic_updates(self, lineage: Any, *args: Any, **kwargs: Any) -> None:
         if self.config.dry_run:
             return
@@ -179,11 +234,14 @@ class Installer(common.Installer, interfaces.RenewDeployer,
         if deploy.needs_action(target) and not batch.RUN.has(target):
             batch.RUN.add(settings, target, report.copied if report else None)
         self._act(target)
+        if report is not None:
+            _notify(deploy.summary(settings, target))
         _push(settings, target)
 
-    def _act(self, current: Any) -> None:
+    def _act(self, current: Any) -> set:
         """Act on pending units, except those a later lineage of this
-        ``certbot renew`` also names: its turn comes (see batch)."""
+        ``certbot renew`` also names: its turn comes (see batch). Returns
+        the units left for that later lineage."""
         from certbot_wwu import batch
         keep = set()  # type: set
         if self.config.verb == "renew" and current is not None and batch.RUN.units():
@@ -191,6 +249,7 @@ class Installer(common.Installer, interfaces.RenewDeployer,
             if keep:
                 batch.defer_until_exit()
         batch.RUN.flush(keep)
+        return keep
 
     def _later_units(self, current: Any, among: Iterable[str]) -> set:
         """Those of ``among`` that a lineage names which this renew processes
@@ -201,15 +260,35 @@ class Installer(common.Installer, interfaces.RenewDeployer,
             return set()
         return _RunUnits.of(current.config_dir).after(current.renewal_conf, among)
 
-    def _settings(self) -> Any:
-        from certbot_wwu.settings import Settings
-        return Settings.from_options(self.conf)
+    def _given(self) -> Dict[str, Any]:
+        """The options on this command line (or restored by renew)."""
+        given = {}  # type: Dict[str, Any]
+        for option in OPTION_TABLE:
+            value = self.conf(option.key)
+            if value not in (None, False):
+                given[option.key] = value
+        return given
+
+    def _settings(self, lineage: Any = None) -> Any:
+        """The options; for ``install`` on top of the lineage's stored
+        settings, so the command certbot suggests after a failure works and
+        no option silently drops what the renewal conf promises."""
+        from certbot_wwu.settings import Settings, merge
+        values = self._given()
+        if lineage is not None and self.config.verb == "install":
+            from certbot_wwu import renewalconf
+            installer, stored = renewalconf.stored(lineage.renewal_conf)
+            if installer == renewalconf.INSTALLER and stored:
+                values, changes = merge(stored, values, prefix=PREFIX)
+                for change in changes:
+                    logger.info("%s: %s", lineage.name, change)
+        return Settings.from_options(values.get, PREFIX)
 
     def _deploy(self, lineage: Any) -> Any:
         from certbot_wwu import deploy
         if not self.config.dry_run:
             deploy.secure_key(lineage)
-        settings = self._settings()
+        settings = self._settings(lineage)
         report = deploy.deploy(settings, lineage, dry_run=self.config.dry_run)
         self._deployed[lineage.name] = (settings, lineage, report.copied)
         return settings

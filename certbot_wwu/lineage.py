@@ -4,14 +4,69 @@
 version is whatever the live links point at. Only the current files are looked
 at, so the cost does not grow with the archive.
 """
+import datetime
 import os
 import re
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from certbot_wwu.errors import LineageError
 
 KINDS = ("cert", "chain", "fullchain", "privkey")
 _VERSIONED = re.compile(r"^(cert|chain|fullchain|privkey)(\d+)\.pem$")
+#: what starts a PEM certificate block
+PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+_PEM_BLOCK = re.compile(PEM_CERTIFICATE + b".+?-----END CERTIFICATE-----", re.S)
+
+
+def load_certificates(data: bytes) -> List[Any]:
+    """Every certificate of a PEM file (cert, chain or fullchain), in order,
+    as cryptography objects; ValueError when one is unreadable or none is
+    there. The one certificate parser of the package."""
+    from cryptography import x509
+    load_all = getattr(x509, "load_pem_x509_certificates", None)
+    if load_all is not None:
+        return load_all(data)
+    # cryptography < 39 (EPEL 8/9, Debian 11) has no load_pem_x509_certificates
+    from cryptography.hazmat.backends import default_backend
+    blocks = _PEM_BLOCK.findall(data)
+    if not blocks:
+        raise ValueError("no PEM certificate")
+    return [x509.load_pem_x509_certificate(block, default_backend())
+            for block in blocks]
+
+
+def read_certificate(path: str) -> Any:
+    """The (first) certificate of the PEM file ``path`` (OSError, ValueError)."""
+    with open(path, "rb") as f:
+        return load_certificates(f.read())[0]
+
+
+def subject_alt_names(cert: Any) -> Tuple[List[str], List[Any]]:
+    """(DNS names, IP addresses as ipaddress objects) of a certificate."""
+    from cryptography import x509
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return [], []
+    return (ext.value.get_values_for_type(x509.DNSName),
+            ext.value.get_values_for_type(x509.IPAddress))
+
+
+def certificate_validity(cert: Any) -> Tuple[datetime.datetime, datetime.datetime]:
+    """notBefore and notAfter of a certificate, in UTC."""
+    if hasattr(cert, "not_valid_after_utc"):  # cryptography >= 42
+        return cert.not_valid_before_utc, cert.not_valid_after_utc
+    utc = datetime.timezone.utc
+    return (cert.not_valid_before.replace(tzinfo=utc),
+            cert.not_valid_after.replace(tzinfo=utc))
+
+
+def no_such_certificate(config_dir: str, name: str) -> LineageError:
+    """The one wording for a certificate that is not there."""
+    return LineageError(
+        "There is no certificate {} in {}; 'certbot certificates' lists the "
+        "names (give --config-dir if certbot uses another directory).".format(
+            name, os.path.abspath(config_dir)))
 
 
 class Lineage(object):
@@ -55,6 +110,8 @@ class Lineage(object):
         except OSError:
             target = link
         if not os.path.exists(target):
+            if not os.path.isdir(self.live_dir) and os.access(self.live_root, os.X_OK):
+                raise no_such_certificate(self.config_dir, self.name)
             raise LineageError(
                 "Certificate {!r} has no {} (looked for {}); is the "
                 "certificate name right?".format(self.name, kind, link))
@@ -92,17 +149,8 @@ class Lineage(object):
 
     def names(self) -> List[str]:
         """DNS names and IP addresses of the current certificate."""
-        from cryptography import x509
-        from cryptography.hazmat.backends import default_backend
-        with open(self.live_path("cert"), "rb") as f:
-            cert = x509.load_pem_x509_certificate(f.read(), default_backend())
-        try:
-            ext = cert.extensions.get_extension_for_class(
-                x509.SubjectAlternativeName)
-        except x509.ExtensionNotFound:
-            return []
-        return ext.value.get_values_for_type(x509.DNSName) + [
-            str(ip) for ip in ext.value.get_values_for_type(x509.IPAddress)]
+        dns, ips = subject_alt_names(read_certificate(self.live_path("cert")))
+        return dns + [str(ip) for ip in ips]
 
     def __repr__(self) -> str:
         return "Lineage({!r}, {!r})".format(self.config_dir, self.name)

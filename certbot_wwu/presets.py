@@ -41,6 +41,7 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
+from certbot_wwu.addresses import host_name
 from certbot_wwu.errors import WwuError
 
 logger = logging.getLogger(__name__)
@@ -65,10 +66,7 @@ MAX_ISSUANCE_TIMEOUT = 86400
 KEYS = ("description", "server", "server_pattern", "server_example",
         "eab_required", "email_required", "prevalidated", "issuance_timeout",
         "proxy", "no_proxy", "inherit", "override")
-_BOOLEANS = {"yes": True, "true": True, "1": True, "on": True,
-             "no": False, "false": False, "0": False, "off": False}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 #: percent-encoded user info: nothing a shell, systemd or an env file would
 #: read differently
 _USERINFO = re.compile(r"^[A-Za-z0-9._~%!*+,;=-]+(:[A-Za-z0-9._~%!*+,;=-]*)?\Z")
@@ -221,19 +219,6 @@ def redact_proxy(value: Optional[str]) -> Optional[str]:
     return "{}{}{}:***@{}".format(scheme, sep, userinfo.split(":", 1)[0], rest)
 
 
-def _host(host: str) -> str:
-    """A host name or IPv4 address, lower-cased; ValueError if neither."""
-    host = host.lower()
-    try:
-        return str(ipaddress.IPv4Address(host))
-    except ValueError:
-        pass
-    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
-    if not all(_LABEL.match(label) for label in labels) or labels[-1].isdigit():
-        raise ValueError(host)
-    return ".".join(labels)
-
-
 def _check_proxy(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("is empty; write host:port, e.g. " + _EXAMPLE_PROXY)
@@ -285,7 +270,7 @@ def _check_proxy(value: Any) -> str:
             raise ValueError("{} has no host; write host:port, e.g. {}".format(
                 shown, _EXAMPLE_PROXY))
         try:
-            host = _host(host)
+            host = host_name(host)
         except ValueError:
             raise ValueError("{} has an invalid host name {!r}; write host:port, "
                              "e.g. {}".format(shown, host, _EXAMPLE_PROXY))
@@ -331,7 +316,7 @@ def _no_proxy_entry(entry: str) -> str:
         raise ValueError("{!r} has an invalid port".format(entry))
     dot = "." if host.startswith(".") else ""
     try:
-        host = _host(host[len(dot):])
+        host = host_name(host[len(dot):])
     except ValueError:
         raise ValueError("{!r} is not a host name, domain, address or CIDR "
                          "range".format(entry))
@@ -360,7 +345,9 @@ def normalize_no_proxy(value: str) -> str:
 
 def proxy_environment(proxy: Optional[str],
                       no_proxy: Optional[str] = None) -> Dict[str, str]:
-    """The variables for certbot (requests) and the tools its hooks run."""
+    """The proxy variables for certbot (requests) and the tools its hooks
+    run, as a new dict; nothing in os.environ changes (status's
+    proxy_variables_set_to applies such a dict to this process)."""
     if not proxy:
         if no_proxy:
             raise PresetError("A no-proxy list without a proxy means nothing; "
@@ -405,7 +392,7 @@ def _check_regex(value: str) -> str:
 def parse_boolean(value: str) -> bool:
     """yes/no, true/false, on/off, 1/0 as site files write them."""
     try:
-        return _BOOLEANS[value.strip().lower()]
+        return configparser.ConfigParser.BOOLEAN_STATES[value.strip().lower()]
     except KeyError:
         raise ValueError("{!r} is not yes or no".format(value))
 
@@ -429,27 +416,20 @@ def presets_dir(directory: Optional[str] = None) -> Tuple[str, bool]:
     return DEFAULT_DIR, False
 
 
+def presets_dir_option(parser: Any, what: str = "site preset files") -> None:
+    """``--presets-dir`` for a certbot-wwu command, with the default spelled
+    out."""
+    parser.add_argument("--presets-dir", metavar="DIR",
+                        help="directory of {} (default: ${} or {})".format(
+                            what, DIR_ENV, DEFAULT_DIR))
+
+
 def load_presets(directory: Optional[str] = None) -> Dict[str, Preset]:
     """Built-in presets, then those of the site files, by name."""
     presets = OrderedDict((p.name, p) for p in builtin_presets())
     builtins = dict(presets)
-    path, chosen = presets_dir(directory)
-    if not os.path.isdir(path):
-        if chosen:
-            raise PresetError(
-                "The presets directory {} does not exist; create it or name the "
-                "right one (--presets-dir or {}).".format(path, DIR_ENV))
-        return presets
-    try:
-        names = sorted(os.listdir(path))
-    except OSError as err:
-        raise PresetError("Cannot list the presets directory {}: {}; check its "
-                          "permissions.".format(path, err.strerror or err))
     defined_in = {}  # type: Dict[str, str]
-    for filename in names:
-        if filename.startswith(".") or not filename.endswith(FILE_SUFFIXES):
-            continue
-        filepath = os.path.join(path, filename)
+    for filepath in site_files(directory):
         for preset in _read_file(filepath, builtins):
             if preset.name in defined_in:
                 raise PresetError(
@@ -459,6 +439,25 @@ def load_presets(directory: Optional[str] = None) -> Dict[str, Preset]:
             presets[preset.name] = preset
             logger.debug("Preset %s from %s", preset.name, filepath)
     return presets
+
+
+def site_files(directory: Optional[str] = None) -> List[str]:
+    """The site files to read, in name order (none if the default
+    directory does not exist)."""
+    path, chosen = presets_dir(directory)
+    if not os.path.isdir(path):
+        if chosen:
+            raise PresetError(
+                "The presets directory {} does not exist; create it or name the "
+                "right one (--presets-dir or {}).".format(path, DIR_ENV))
+        return []
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as err:
+        raise PresetError("Cannot list the presets directory {}: {}; check its "
+                          "permissions.".format(path, err.strerror or err))
+    return [os.path.join(path, filename) for filename in names
+            if not filename.startswith(".") and filename.endswith(FILE_SUFFIXES)]
 
 
 def get_preset(name: str, directory: Optional[str] = None) -> Preset:
@@ -472,6 +471,12 @@ def get_preset(name: str, directory: Optional[str] = None) -> Preset:
 
 
 def _read_file(path: str, builtins: Dict[str, Preset]) -> List[Preset]:
+    return [_preset(path, section, name, values, builtins)
+            for section, name, values in _sections(path, "preset")]
+
+
+def _sections(path: str, kind: str) -> List[Tuple[str, str, Any]]:
+    """(section, name, values) of every ``[KIND NAME]`` section of ``path``."""
     # no [DEFAULT] magic: its keys would leak into every section
     parser = configparser.ConfigParser(interpolation=None, strict=True,
                                        delimiters=("=",),
@@ -486,27 +491,30 @@ def _read_file(path: str, builtins: Dict[str, Preset]) -> List[Preset]:
         raise PresetError("The presets file {} is not UTF-8 text; save it as "
                           "UTF-8.".format(path))
     except configparser.Error as err:
-        raise PresetError("In {}, {}; fix that line.".format(path, _ini_problem(err)))
-    presets = []  # type: List[Preset]
+        raise PresetError("In {}, {}; fix that line.".format(path, ini_problem(err)))
+    found = []  # type: List[Tuple[str, str, Any]]
     names = {}  # type: Dict[str, str]
     for section in parser.sections():
         words = section.split()
-        if not words or words[0].lower() != "preset":
+        if not words or words[0].lower() != kind:
             continue  # e.g. [cluster]: read by other features
         if len(words) != 2 or not _NAME.match(words[1]):
             raise PresetError(
-                "In {}, section [{}] is not [preset NAME] with one name of "
-                "letters, digits, '.', '_' and '-'; rename it.".format(path, section))
+                "In {}, section [{}] is not [{} NAME] with one name of "
+                "letters, digits, '.', '_' and '-'; rename it.".format(
+                    path, section, kind))
         name = words[1]
         if name in names:
             raise PresetError("In {}, sections [{}] and [{}] define the same "
-                              "preset; remove one.".format(path, names[name], section))
+                              "{}; remove one.".format(
+                                  path, names[name], section,
+                                  "preset" if kind == "preset" else "service profile"))
         names[name] = section
-        presets.append(_preset(path, section, name, parser[section], builtins))
-    return presets
+        found.append((section, name, parser[section]))
+    return found
 
 
-def _ini_problem(err: configparser.Error) -> str:
+def ini_problem(err: configparser.Error) -> str:
     """configparser's multi-line messages as one clause."""
     if isinstance(err, configparser.DuplicateOptionError):
         return "line {}: key {} appears twice in section [{}]".format(
@@ -577,3 +585,249 @@ def _preset(path: str, section: str, name: str, values: Any,
         raise fail("no_proxy", "the preset has no proxy; add proxy = host:port or "
                                "remove no_proxy")
     return preset
+
+
+# --- service profiles -------------------------------------------------------------
+# A service profile is what an administrator otherwise learns from a daemon's
+# documentation and its Debian package (DESIGN §12): the account it reads the
+# key as, the unit, the action that really makes it load a new certificate,
+# the protocol a check must speak, and the copy formats and key modes it
+# accepts. Its values are defaults of the installer's options; options given
+# explicitly win. Sites add or replace profiles in the presets files:
+#
+#     [service pg-replica]
+#     inherit = postgresql
+#     unit = postgresql@15-replica.service
+
+#: profile keys that are defaults of the installer's options (the settings'
+#: option names with "_")
+PROFILE_OPTIONS = ("user", "group", "unit", "action", "check_protocol",
+                   "copy_owner", "copy_mode", "copy_formats", "p12_encryption")
+#: of those, what applies only in ACL mode and only to copies
+_ACL_ONLY = ("user", "group")
+_COPY_ONLY = ("copy_owner", "copy_mode", "copy_formats", "p12_encryption")
+SERVICE_KEYS = ("description", "inherit", "override", "mode", "reads_as_root",
+                "strict_key_mode") + PROFILE_OPTIONS
+MODES = ("acl", "copy")
+#: Debian's clusters: /etc/postgresql/VERSION/CLUSTER/postgresql.conf
+PG_CLUSTERS = "/etc/postgresql/*/*/postgresql.conf"
+
+
+class ServiceProfile(object):
+    """Defaults and rules for one kind of daemon (DESIGN §12)."""
+
+    def __init__(self, name: str, description: str = "", mode: str = "acl",
+                 reads_as_root: bool = False, strict_key_mode: bool = False,
+                 defaults: Optional[Dict[str, str]] = None,
+                 source: str = "built-in") -> None:
+        self.name = name
+        self.description = description
+        #: "acl": grant the live files; "copy": the daemon needs copies
+        #: (--wwu-acl-copy-to is then required)
+        self.mode = mode
+        #: the daemon opens the key as root before it drops privileges, so
+        #: nobody needs a grant (postfix, dovecot, haproxy)
+        self.reads_as_root = reads_as_root
+        #: the daemon refuses a key its own user owns with group or other
+        #: bits (PostgreSQL: "has group or world access")
+        self.strict_key_mode = strict_key_mode
+        #: option key -> value as stored in a renewal conf
+        self.defaults = OrderedDict(defaults or {})  # type: Dict[str, str]
+        self.source = source
+
+    def copy(self, name: str, source: str) -> "ServiceProfile":
+        return ServiceProfile(name, self.description, self.mode, self.reads_as_root,
+                              self.strict_key_mode, dict(self.defaults), source)
+
+    def default(self, key: str, copying: bool) -> Optional[str]:
+        """The profile's value for option ``key`` (None: it sets none).
+        Grants are ACL mode's, owner, modes and formats the copies'."""
+        if key in (_ACL_ONLY if copying else _COPY_ONLY):
+            return None
+        return self.defaults.get(key) or None
+
+    def key_mode_problem(self, owner: str, mode: int) -> Optional[str]:
+        """Why the daemon would refuse a key copy owned by ``owner`` with
+        ``mode``, as a clause; None if it accepts it."""
+        if self.strict_key_mode and owner != "root" and mode & 0o077:
+            return ("{} refuses a private key that its own user owns with group "
+                    "or other access (its log says \"has group or world "
+                    "access\")".format(self.name))
+        return None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return OrderedDict([
+            ("name", self.name), ("description", self.description),
+            ("mode", self.mode), ("reads_as_root", self.reads_as_root),
+            ("strict_key_mode", self.strict_key_mode),
+            ("options", OrderedDict(self.defaults)), ("source", self.source)])
+
+    def __repr__(self) -> str:
+        return "ServiceProfile({!r}, {!r})".format(self.name, dict(self.defaults))
+
+
+def postgresql_unit(pattern: str = PG_CLUSTERS) -> str:
+    """``postgresql@15-main.service`` when this host has one Debian cluster;
+    else ``postgresql.service``, which reloads every cluster on Debian
+    (ReloadPropagatedFrom) and is the server's unit on EL and Fedora."""
+    import glob
+    clusters = sorted(glob.glob(pattern))
+    if len(clusters) != 1:
+        return "postgresql.service"
+    cluster_dir = os.path.dirname(clusters[0])
+    return "postgresql@{}-{}.service".format(
+        os.path.basename(os.path.dirname(cluster_dir)), os.path.basename(cluster_dir))
+
+
+def _profile(name: str, description: str, mode: str = "acl", **values: Any
+             ) -> ServiceProfile:
+    flags = {key: values.pop(key) for key in ("reads_as_root", "strict_key_mode")
+             if key in values}
+    return ServiceProfile(name, description, mode, defaults=values, **flags)
+
+
+def builtin_services() -> List[ServiceProfile]:
+    """Fresh objects on every call. Each one's rules are proven against the
+    Debian 12 package in tests/services (docs/services)."""
+    return [
+        _profile("tls-server", "any daemon that rereads its certificate when "
+                               "restarted; give --wwu-acl-user and --wwu-acl-unit",
+                 action="restart", check_protocol="tls"),
+        _profile("postgresql", "PostgreSQL: reads the key as postgres, reloads it on "
+                               "SIGHUP, refuses a postgres-owned key with group "
+                               "bits, TLS after its SSLRequest",
+                 strict_key_mode=True, user="postgres", unit=postgresql_unit(),
+                 action="reload", check_protocol="postgres",
+                 copy_owner="postgres", copy_mode="0600"),
+        _profile("mosquitto", "Mosquitto 2: reads the files as mosquitto and "
+                              "reloads them on SIGHUP",
+                 user="mosquitto", unit="mosquitto.service", action="reload",
+                 check_protocol="tls", copy_owner="mosquitto", copy_mode="0600"),
+        _profile("redis", "Redis (tls-port): reads the files as redis, at start "
+                          "only (restart)",
+                 user="redis", unit="redis-server.service", action="restart",
+                 check_protocol="tls", copy_owner="redis", copy_mode="0600"),
+        _profile("haproxy", "HAProxy: one combined PEM (key and full chain), read "
+                            "as root by the master; reload (SIGUSR2) loads it",
+                 mode="copy", reads_as_root=True, unit="haproxy.service",
+                 action="reload", check_protocol="tls", copy_owner="root",
+                 copy_mode="0600", copy_formats="combined"),
+        _profile("tomcat", "Tomcat 10 / Java 17: a PKCS#12 store (AES-256, "
+                           "PBES2) owned by tomcat; only a restart loads it",
+                 mode="copy", unit="tomcat10.service", action="restart",
+                 check_protocol="tls", copy_owner="tomcat", copy_mode="0600",
+                 copy_formats="pkcs12", p12_encryption="modern"),
+        _profile("tomcat-legacy-java", "Tomcat on a JRE older than 8u301 or "
+                                       "11.0.12: PKCS#12 with 3DES and a SHA-1 MAC",
+                 mode="copy", unit="tomcat.service", action="restart",
+                 check_protocol="tls", copy_owner="tomcat", copy_mode="0600",
+                 copy_formats="pkcs12", p12_encryption="legacy"),
+        _profile("slapd", "OpenLDAP slapd: reads the files as openldap at start "
+                          "(restart); StartTLS on the ldap port",
+                 user="openldap", unit="slapd.service", action="restart",
+                 check_protocol="ldap", copy_owner="openldap", copy_mode="0600"),
+        _profile("prosody", "Prosody: reads the files as prosody and reloads "
+                            "them on SIGHUP; STARTTLS on the client port",
+                 user="prosody", unit="prosody.service", action="reload",
+                 check_protocol="xmpp", copy_owner="prosody", copy_mode="0600"),
+        _profile("dovecot", "Dovecot: reads the key as root, reload loads it; "
+                            "STARTTLS on the IMAP port",
+                 reads_as_root=True, unit="dovecot.service", action="reload",
+                 check_protocol="imap", copy_owner="root", copy_mode="0600"),
+        _profile("postfix", "Postfix: reads the key as root, reload loads it; "
+                            "STARTTLS on the SMTP port",
+                 reads_as_root=True, unit="postfix.service", action="reload",
+                 check_protocol="smtp", copy_owner="root", copy_mode="0600"),
+    ]
+
+
+def _check_option(key: str, raw: str) -> str:
+    """A profile's option value, checked by the option's own rules (syntax
+    only: the accounts are looked up when a deployment uses them) and as
+    storable in a renewal conf; ValueError with the settings' sentence."""
+    from certbot_wwu import settings
+    try:
+        value = settings.profile_value(key, raw)
+        settings.storable(key, value)
+    except settings.SettingsError as err:
+        raise ValueError(str(err).rstrip("."))
+    return value
+
+
+def load_services(directory: Optional[str] = None) -> Dict[str, ServiceProfile]:
+    """Built-in service profiles, then those of the site files, by name."""
+    services = OrderedDict((p.name, p) for p in builtin_services())
+    builtins = dict(services)
+    defined_in = {}  # type: Dict[str, str]
+    for filepath in site_files(directory):
+        for section, name, values in _sections(filepath, "service"):
+            if name in defined_in:
+                raise PresetError(
+                    "Service profile {} is defined in both {} and {}; remove one "
+                    "of them.".format(name, defined_in[name], filepath))
+            defined_in[name] = filepath
+            services[name] = _service(filepath, section, name, values, builtins)
+            logger.debug("Service profile %s from %s", name, filepath)
+    return services
+
+
+def get_service(name: str, directory: Optional[str] = None) -> ServiceProfile:
+    services = load_services(directory)
+    try:
+        return services[name]
+    except KeyError:
+        raise PresetError("Unknown service profile {!r}; choose one of {} (or "
+                          "define it in {}).".format(
+                              name, ", ".join(services), presets_dir(directory)[0]))
+
+
+def _service(path: str, section: str, name: str, values: Any,
+             builtins: Dict[str, ServiceProfile]) -> ServiceProfile:
+    def fail(key: str, message: str) -> PresetError:
+        return PresetError("In {}, section [{}], key {}: {}.".format(
+            path, section, key, message))
+
+    for key in values:
+        if key not in SERVICE_KEYS:
+            raise fail(key, "unknown key; use {}".format(", ".join(SERVICE_KEYS)))
+    flags = {}  # type: Dict[str, bool]
+    for key in ("override", "reads_as_root", "strict_key_mode"):
+        if key in values:
+            try:
+                flags[key] = parse_boolean(values[key])
+            except ValueError as err:
+                raise fail(key, str(err))
+    if name in builtins and not flags.get("override"):
+        raise PresetError(
+            "In {}, section [{}]: {} is a built-in service profile; add 'override "
+            "= yes' to replace it or choose another name.".format(path, section, name))
+    base = builtins.get(name, ServiceProfile(name))
+    inherit = values.get("inherit", "").strip()
+    if inherit:
+        if inherit not in builtins:
+            raise fail("inherit", "{!r} is not a built-in service profile; use one "
+                                  "of {}".format(inherit, ", ".join(builtins)))
+        base = builtins[inherit]
+    profile = base.copy(name, path)
+    for key in ("reads_as_root", "strict_key_mode"):
+        if key in flags:
+            setattr(profile, key, flags[key])
+    if "description" in values:
+        profile.description = values["description"].strip()
+    if "mode" in values:
+        mode = values["mode"].strip().lower()
+        if mode not in MODES:
+            raise fail("mode", "{!r} is neither acl nor copy".format(values["mode"]))
+        profile.mode = mode
+    for key in PROFILE_OPTIONS:
+        if key not in values:
+            continue
+        raw = values[key].strip()
+        if not raw:
+            profile.defaults.pop(key, None)  # an empty value clears the inherited
+            continue
+        try:
+            profile.defaults[key] = _check_option(key, raw)
+        except ValueError as err:
+            raise fail(key, str(err))
+    return profile

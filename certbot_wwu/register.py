@@ -44,29 +44,20 @@ import re
 import shutil
 import signal
 import stat
-import subprocess
 import sys
 import tempfile
 import threading
 from typing import Any, Dict, Iterator, List, Optional, Tuple
-from urllib.parse import urlparse
 
-from certbot_wwu import presets
+from certbot_wwu import certbot_host, presets, process
+from certbot_wwu.accounts import accounts_dir, existing_accounts
 from certbot_wwu.errors import WwuError
 
 logger = logging.getLogger(__name__)
 
-#: certbot's defaults (certbot.compat.misc.get_default_folder on Linux)
-DEFAULT_CONFIG_DIR = "/etc/letsencrypt"
-#: where certbot reads default options, later files winning (constants.py)
-CERTBOT_CLI_INI = "/etc/letsencrypt/cli.ini"
-ACCOUNTS_DIR = "accounts"
-#: certbot links Let's Encrypt's v02 accounts to the v01 ones (LE_REUSE_SERVERS)
-LE_REUSE_SERVERS = {
-    "acme-v02.api.letsencrypt.org/directory": "acme-v01.api.letsencrypt.org/directory",
-    "acme-staging-v02.api.letsencrypt.org/directory":
-        "acme-staging.api.letsencrypt.org/directory",
-}
+#: a registration is a few requests; certbot's own network timeout is 45 s
+#: a request, with retries
+REGISTER_TIMEOUT = 600
 #: base64 or base64url, optionally padded: what CA portals hand out, and
 #: nothing that could end the config line or start another option
 _HMAC_KEY = re.compile(r"^[A-Za-z0-9_+/=-]+\Z")
@@ -129,14 +120,8 @@ def add_register(subparsers: Any) -> None:
                              "that); certificates keep renewing with their "
                              "account, new ones for this server then need "
                              "certbot's --account ID")
-    parser.add_argument("--config-dir", metavar="DIR",
-                        help="certbot's configuration directory (default: "
-                             "certbot's, normally {})".format(DEFAULT_CONFIG_DIR))
-    parser.add_argument("--work-dir", metavar="DIR", help="certbot's work directory")
-    parser.add_argument("--logs-dir", metavar="DIR", help="certbot's logs directory")
-    parser.add_argument("--presets-dir", metavar="DIR",
-                        help="directory of site preset files (default: ${} or "
-                             "{})".format(presets.DIR_ENV, presets.DEFAULT_DIR))
+    certbot_host.certbot_dir_options(parser)
+    presets.presets_dir_option(parser)
     parser.add_argument("--certbot", metavar="PATH",
                         help="the certbot to run (default: the one next to this "
                              "Python, else certbot on PATH)")
@@ -189,8 +174,8 @@ def prepare(args: argparse.Namespace,
     server = preset.server_url(args.server)
     kid = _kid(args.eab_kid, preset)
     email = _email(args.email, preset)
-    config_dir = os.path.abspath(args.config_dir or certbot_config_dir())
-    certbot = find_certbot(args.certbot)
+    config_dir = os.path.abspath(args.config_dir)
+    certbot = certbot_host.find_certbot(args.certbot, error=RegisterError)
     env = certbot_environment(preset)
     existing = existing_accounts(config_dir, server)
     if existing and not args.force:  # before anyone types the key
@@ -316,24 +301,6 @@ def _check_key(text: str, where: str) -> str:
     return key
 
 
-def find_certbot(path: Optional[str] = None) -> str:
-    """--certbot, else the certbot next to this Python, else certbot on PATH."""
-    if path:
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return os.path.abspath(path)
-        raise RegisterError("{} is not an executable certbot; give the right "
-                            "path with --certbot PATH.".format(path))
-    beside = os.path.join(os.path.dirname(sys.executable), "certbot")
-    if os.path.isfile(beside) and os.access(beside, os.X_OK):
-        return beside
-    found = shutil.which("certbot")
-    if found:
-        return found
-    raise RegisterError("certbot is not installed (not next to {} and not on "
-                        "PATH); install it or give --certbot PATH.".format(
-                            sys.executable))
-
-
 def certbot_environment(preset: presets.Preset,
                         environ: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """The caller's environment plus the preset's proxy, unless one is set."""
@@ -342,73 +309,6 @@ def certbot_environment(preset: presets.Preset,
         env.update(presets.proxy_environment(preset.proxy, preset.no_proxy))
         logger.info("Proxy for certbot: %s", presets.redact_proxy(preset.proxy))
     return env
-
-
-def certbot_config_dir() -> str:
-    """certbot's config dir when none is given: cli.ini's config-dir or the default."""
-    found = DEFAULT_CONFIG_DIR
-    xdg = os.environ.get("XDG_CONFIG_HOME", "~/.config")
-    for path in (CERTBOT_CLI_INI,
-                 os.path.expanduser(os.path.join(xdg, "letsencrypt", "cli.ini"))):
-        value = _ini_value(path, "config-dir")
-        if value:
-            found = os.path.expanduser(value)
-    return found
-
-
-def _ini_value(path: str, key: str) -> Optional[str]:
-    """The last ``key = value`` of a certbot cli.ini (configargparse syntax)."""
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
-    value = None
-    pattern = re.compile(r"^\s*{}\s*[=:]\s*(.*?)\s*$".format(re.escape(key)))
-    for line in lines:
-        match = pattern.match(line)
-        if match:
-            value = match.group(1).strip("\"'")
-    return value
-
-
-# --- accounts ---------------------------------------------------------------------
-
-def server_path(server: str) -> str:
-    """``host[:port]/path`` as certbot names the accounts directory of a server."""
-    parsed = urlparse(server)
-    return (parsed.netloc + parsed.path).replace("/", os.path.sep)
-
-
-def accounts_dir(config_dir: str, server: str) -> str:
-    return os.path.join(config_dir, ACCOUNTS_DIR, server_path(server))
-
-
-def existing_accounts(config_dir: str, server: str) -> List[str]:
-    """Ids of the accounts certbot would load for ``server``, sorted."""
-    path = server_path(server)
-    ids = _account_ids(os.path.join(config_dir, ACCOUNTS_DIR, path))
-    if not ids and path in LE_REUSE_SERVERS:
-        ids = _account_ids(os.path.join(config_dir, ACCOUNTS_DIR,
-                                        LE_REUSE_SERVERS[path]))
-    return ids
-
-
-def _account_ids(directory: str) -> List[str]:
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return []
-    except NotADirectoryError:
-        return []
-    except OSError as err:
-        raise RegisterError(
-            "Cannot look for existing accounts in {}: {}; run certbot-wwu "
-            "register as the user that runs certbot (root).".format(
-                directory, err.strerror or err))
-    return sorted(name for name in names
-                  if os.path.isfile(os.path.join(directory, name, "regr.json"))
-                  and os.path.isfile(os.path.join(directory, name, "private_key.json")))
 
 
 def _existing_sentence(server: str, config_dir: str, ids: List[str]) -> str:
@@ -550,28 +450,13 @@ def _signals_interrupt() -> Iterator[None]:
 
 def _run(argv: List[str], env: Dict[str, str],
          pass_fds: Tuple[int, ...] = ()) -> Tuple[int, str]:
-    """Run certbot with ``pass_fds`` open; its exit status and its output."""
+    """Run certbot with ``pass_fds`` open; its exit status and its output.
+    An interrupt (SIGTERM, SIGHUP, ^C) ends certbot too (process.execute)."""
     logger.info("Running %s", " ".join(argv))
-    proc = None  # type: Optional[subprocess.Popen]
-    try:
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    env=env, pass_fds=pass_fds)
-        except OSError as err:
-            raise RegisterError("Cannot run {}: {}; give the right certbot with "
-                                "--certbot PATH.".format(argv[0], err.strerror or err))
-        out, err_bytes = proc.communicate()
-        # bytes: Python 3.6 in the C locale could not decode non-ASCII text
-        return proc.returncode, (out + err_bytes).decode("utf-8", "replace")
-    finally:
-        if proc is not None and proc.poll() is None:  # interrupted
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    done = process.execute(argv, RegisterError, "give the right certbot with "
+                           "--certbot PATH and check that the CA is reachable",
+                           REGISTER_TIMEOUT, env=env, pass_fds=pass_fds, merge=True)
+    return done.code, done.out
 
 
 def run_registration(request: Request) -> Tuple[List[str], bool]:

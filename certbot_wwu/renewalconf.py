@@ -12,7 +12,8 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from certbot_wwu.errors import LineageError, WwuError
 from certbot_wwu.files import write_atomic
-from certbot_wwu.settings import split_list, storable, unit_name
+from certbot_wwu.lineage import no_such_certificate
+from certbot_wwu.settings import Settings, split_list, storable, unit_name
 
 INSTALLER = "wwu-acl"
 PREFIX = "wwu_acl_"
@@ -50,9 +51,8 @@ def read(path: str) -> str:
 
 
 def _ours(line: str) -> bool:
-    match = _KEY.match(line)
-    return bool(match) and (match.group(1) == "installer"
-                            or match.group(1).startswith(PREFIX))
+    key = key_of(line)
+    return key is not None and (key == "installer" or key.startswith(PREFIX))
 
 
 def edit(text: str, values: Optional[Dict[str, str]]) -> str:
@@ -65,12 +65,12 @@ def edit(text: str, values: Optional[Dict[str, str]]) -> str:
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     start = next((i for i, line in enumerate(lines)
-                  if line.split("#", 1)[0].strip() == SECTION), None)
+                  if section_of(line) == SECTION), None)
     if start is None:
         lines.append(SECTION + "\n")
         start = len(lines) - 1
     end = next((i for i in range(start + 1, len(lines))
-                if lines[i].lstrip().startswith("[")), len(lines))
+                if section_of(lines[i]) is not None), len(lines))
     body = [line for line in lines[start + 1:end] if not _ours(line)]
     added = []  # type: List[str]
     if values is not None:
@@ -98,6 +98,49 @@ def attach(path: str, values: Optional[Dict[str, str]]) -> bool:
     return True
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(getattr(err, "strerror", None) or err).split()).rstrip(".") + "."
+
+
+def params(path: str) -> Dict[str, Any]:
+    """``[renewalparams]`` of a renewal conf as certbot reads it for renew
+    (configobj, UTF-8, no interpolation), values as stored; one LineageError
+    when the file is missing (no such certificate) or unreadable."""
+    import configobj
+    if not os.path.exists(path):
+        raise no_such_certificate(os.path.dirname(os.path.dirname(path)),
+                                  os.path.basename(path)[:-len(".conf")])
+    try:
+        section = configobj.ConfigObj(path, encoding="utf-8", file_error=True,
+                                      interpolation=False).get("renewalparams", {})
+        return dict(section) if isinstance(section, dict) else {}
+    except (OSError, configobj.ConfigObjError, UnicodeError) as err:
+        raise LineageError("Cannot parse the renewal configuration {}: {}".format(
+            path, _one_line(err)))
+
+
+def restored(value: Any) -> Any:
+    """A stored value as certbot hands it back on renew: "None", "True" and
+    "False" as Python values, anything else as stored."""
+    if isinstance(value, str):
+        return {"None": None, "True": True, "False": False}.get(value, value)
+    return value
+
+
+def options(values: Dict[str, Any]) -> Dict[str, Any]:
+    """Our ``wwu_acl_*`` values of ``params`` by option name (``copy_to``),
+    restored as certbot restores them."""
+    return {key[len(PREFIX):]: restored(value) for key, value in values.items()
+            if key.startswith(PREFIX)}
+
+
+def settings(values: Dict[str, Any]) -> Settings:
+    """Settings from the stored values of ``params``, as the installer
+    builds them on renew (SettingsError if they are invalid)."""
+    found = options(values)
+    return Settings.from_options(lambda name: found.get(name))
+
+
 _UNITS = {}  # type: Dict[str, FrozenSet[str]]
 
 
@@ -105,39 +148,69 @@ def installer_units(path: str) -> FrozenSet[str]:
     """Units a renewal conf names for this installer (cached per process;
     a conf that cannot be read names none)."""
     if path not in _UNITS:
-        import configobj
         try:
-            params = configobj.ConfigObj(path, encoding="utf-8",
-                                         interpolation=False).get("renewalparams", {})
+            values = params(path)
             units = frozenset()  # type: FrozenSet[str]
-            if params.get("installer") == INSTALLER:
+            if values.get("installer") == INSTALLER:
                 units = frozenset(unit_name(u) for u in split_list(
-                    params.get(PREFIX + "unit"), "Unit"))
-        except (OSError, configobj.ConfigObjError, WwuError):
+                    values.get(conf_key("unit")), "Unit"))
+        except WwuError:
             units = frozenset()
         _UNITS[path] = units
     return _UNITS[path]
 
 
 def stored(path: str) -> Tuple[Optional[str], Dict[str, Any]]:
-    """The installer and our options as certbot would restore them on renew
-    (``None``/``True``/``False`` as Python values, anything else as stored)."""
-    import configobj
-    try:
-        params = configobj.ConfigObj(path, encoding="utf-8",
-                                     interpolation=False).get("renewalparams", {})
-    except (OSError, configobj.ConfigObjError) as err:
-        raise LineageError("Cannot parse the renewal configuration {}: {}".format(
-            path, " ".join(str(err).split()).rstrip(".") + "."))
-    if not os.path.exists(path):
-        raise LineageError("There is no renewal configuration {}; is the "
-                           "certificate name right?".format(path))
-    literal = {"None": None, "True": True, "False": False}
-    try:
-        values = {key[len(PREFIX):]: literal.get(value, value) if isinstance(value, str)
-                  else value for key, value in params.items() if key.startswith(PREFIX)}
-        installer = params.get("installer")
-    except configobj.ConfigObjError as err:
-        raise LineageError("Cannot read the renewal configuration {}: {}".format(
-            path, " ".join(str(err).split()).rstrip(".") + "."))
-    return installer, values
+    """The installer and our options as certbot would restore them on renew."""
+    values = params(path)
+    return values.get("installer"), options(values)
+
+
+def stored_keys(path: str, keys: Tuple[str, ...]) -> Tuple[Optional[str], Dict[str, str]]:
+    """The installer and certbot's own ``keys`` of ``[renewalparams]`` that
+    are set (hooks, for the recipe's leftovers)."""
+    values = params(path)
+    found = {key: values[key] for key in keys
+             if isinstance(values.get(key), str) and values[key] not in ("", "None")}
+    return values.get("installer"), found
+
+
+def key_of(line: str) -> Optional[str]:
+    """The key a ``key = value`` line of a renewal conf sets, else None."""
+    match = _KEY.match(line)
+    return match.group(1) if match else None
+
+
+def section_of(line: str) -> Optional[str]:
+    """The section a ``[name]`` line opens (comment stripped), else None."""
+    stripped = line.split("#", 1)[0].strip()
+    return stripped if stripped.startswith("[") else None
+
+
+def param_keys(text: str) -> List[str]:
+    """The keys set in ``[renewalparams]`` of a conf's text, in order."""
+    keys = []  # type: List[str]
+    inside = False
+    for line in text.splitlines():
+        section = section_of(line)
+        if section is not None:
+            inside = section == SECTION
+        elif inside and key_of(line):
+            keys.append(key_of(line) or "")
+    return keys
+
+
+def drop_key(text: str, key: str) -> str:
+    """``text`` without the ``key = ...`` line of ``[renewalparams]``; every
+    other line stays byte for byte."""
+    lines = text.splitlines(True)
+    inside = False
+    kept = []
+    for line in lines:
+        section = section_of(line)
+        if section is not None:
+            inside = section == SECTION
+        if inside and key_of(line) == key:
+            continue
+        kept.append(line)
+    return "".join(kept)

@@ -8,12 +8,27 @@ here so that a bad value becomes one clear sentence before anything on disk
 changes; ``storable`` is the one check that a value survives the renewal
 conf (renewalconf.edit runs it too).
 """
+import argparse
+import grp
 import io
 import os
+import pwd
 import re
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from collections import namedtuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+from certbot_wwu import addresses
 from certbot_wwu.errors import SettingsError
+
+
+class InvalidValue(SettingsError, argparse.ArgumentTypeError, ValueError):
+    """A value refused by an option's argparse ``type``.
+
+    argparse prints it as ``argument --OPTION: <sentence>`` (exit 2) when
+    certbot or certbot-wwu parses the command line, before the CA is asked
+    for anything; certbot counts it as a parse failure of that lineage (a
+    ValueError) when it restores the renewal conf on ``renew``.
+    """
 
 #: weakest first: when lineages ask different things of one unit, the
 #: strongest wins (a restart also loads what a reload would)
@@ -22,6 +37,10 @@ ACTIONS = ("none", "try-reload-or-restart", "try-restart", "reload", "auto",
 DEFAULT_ACTION = "restart"
 DEFAULT_TIMEOUT = 30
 MAX_TIMEOUT = 3600
+#: seconds a unit must stay active with the same main process after the
+#: action (a Type=simple unit is active the moment it forks)
+DEFAULT_SETTLE = 2.0
+MAX_SETTLE = 600.0
 
 UNIT_TYPES = ("service", "socket", "device", "mount", "automount", "swap",
               "target", "path", "timer", "slice", "scope")
@@ -29,9 +48,9 @@ _UNIT_MAX = 255
 _UNIT_PREFIX = re.compile(r"^[A-Za-z0-9:_.\\-]+\Z")
 _ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?\Z")
 
-#: option name -> help text; the installer registers them with ``--wwu-acl-``
-#: in front, the command without it.
-OPTIONS = (
+#: option name -> help text (the table of options, OPTION_TABLE, is built
+#: below from these, the metavars and the checks)
+_HELP = (
     ("user", "Comma-separated user names that get read access to the "
              "current certificate and private key (POSIX ACL). Default: none."),
     ("group", "Comma-separated group names that get read access to the "
@@ -45,6 +64,11 @@ OPTIONS = (
     ("timeout", "Seconds to wait for each unit to become active after the "
                 "action, and for --wwu-acl-check to see the new certificate. "
                 "Default: {}.".format(DEFAULT_TIMEOUT)),
+    ("settle", "Seconds each unit must then stay active with the same main "
+               "process before it counts as back (a service that starts and "
+               "dies on its new key fails the deployment); 0 turns the check "
+               "off. Default: {:g}, long enough for a daemon to fail on a bad "
+               "key or certificate.".format(DEFAULT_SETTLE)),
     ("check", "HOST:PORT to connect to with TLS after the action, to confirm "
               "that the new certificate is served (SNI: the certificate's "
               "first name). Default: no check."),
@@ -53,8 +77,9 @@ OPTIONS = (
                 "no copies."),
     ("copy-owner", "USER[:GROUP] that owns the copies; the key copies are "
                    "readable by this user and group only. Default: root."),
-    ("copy-mode", "Octal mode of the private key copies. Default: 0640 with a "
-                  "group in --wwu-acl-copy-owner, else 0600."),
+    ("copy-mode", "Octal mode of the private key copies. Default: 0600, or "
+                  "0640 when the owner is root with a group (root:GROUP), the "
+                  "two forms the strictest readers such as PostgreSQL accept."),
     ("copy-formats", "Comma-separated formats to write: pem (cert.pem, "
                      "chain.pem, fullchain.pem, privkey.pem), combined "
                      "(combined.pem: key, then full chain), pkcs12 "
@@ -65,26 +90,26 @@ OPTIONS = (
     ("push-to", "Comma-separated cluster peers (names from the [cluster] "
                 "configuration or HOST) to push the certificate to after every "
                 "deployment, where each peer deploys it itself. Default: none."),
+    ("service", "Service profile (certbot-wwu presets --services lists them, site "
+                "files in /etc/certbot-wwu/presets.d add more): defaults for "
+                "the user, unit, action, check protocol, copy owner, mode and "
+                "formats of that daemon; options given explicitly win. "
+                "Default: none."),
+    ("check-protocol", "What --wwu-acl-check speaks before the TLS handshake: "
+                       "tls (TLS from the first byte), or STARTTLS of smtp, "
+                       "imap, pop3, ldap, postgres or xmpp. Default: the "
+                       "service profile's, else tls."),
+    ("p12-encryption", "Encryption of the PKCS#12 bundle: modern (AES-256-CBC, "
+                       "PBES2, SHA-256 MAC; Java 8u301/11.0.12 and later) or "
+                       "legacy (3DES, SHA-1 MAC; older JREs and other old "
+                       "readers). Default: the service profile's, else modern."),
 )
 
-#: how --help shows each option's value
-METAVARS = {"user": "USER[,USER...]", "group": "GROUP[,GROUP...]",
-            "unit": "UNIT[,UNIT...]", "action": "ACTION", "timeout": "SECONDS",
-            "check": "HOST:PORT", "copy-to": "DIR", "copy-owner": "USER[:GROUP]",
-            "copy-mode": "MODE", "copy-formats": "FORMAT[,FORMAT...]",
-            "p12-password-file": "FILE", "push-to": "PEER[,PEER...]"}
-
-#: options that hold comma-separated lists
-LIST_OPTIONS = ("user", "group", "unit", "copy-formats", "push-to")
-_PEER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@\[\]-]*\Z")
-
-#: on/off options (stored as True/False in the renewal configuration)
-FLAGS = (
+_FLAG_HELP = (
     ("p12-empty-password", "Write the PKCS#12 bundle without a password; "
                            "only for services that cannot use one. Default: off."),
 )
 COPY_FORMATS = ("pem", "combined", "pkcs12")
-_FLAG_KEYS = tuple(name.replace("-", "_") for name, _ in FLAGS)
 
 
 def comma_list(value: Any) -> str:
@@ -165,7 +190,22 @@ def timeout_seconds(value: Any) -> int:
     return seconds
 
 
-_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)\Z")
+def settle_seconds(value: Any) -> float:
+    """The settle window: seconds from 0 (off) to MAX_SETTLE, fractions allowed."""
+    if value is None or value == "":
+        return DEFAULT_SETTLE
+    try:
+        seconds = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        seconds = None
+    if seconds is None or not 0 <= seconds <= MAX_SETTLE:  # also refuses nan
+        raise SettingsError("Settle window {!r} is not a number of seconds from 0 "
+                            "to {:g}.".format(value, MAX_SETTLE))
+    return seconds
+
+
+def _settle(value: Any) -> str:
+    return "{:g}".format(settle_seconds(value))
 
 
 def check_address(value: Any) -> Optional[Tuple[str, int]]:
@@ -173,10 +213,11 @@ def check_address(value: Any) -> Optional[Tuple[str, int]]:
     if value is None or value == "":
         return None
     host, _, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
-    if not (host and _HOST.match(host) and port.isdigit() and 0 < int(port) < 65536):
+    try:
+        return addresses.host_name(host, ipv6=True).strip("[]"), addresses.port_number(port)
+    except ValueError:
         raise SettingsError("Check address {!r} is not HOST:PORT (e.g. "
                             "localhost:443 or [::1]:443).".format(value))
-    return host.strip("[]"), int(port)
 
 
 def action_name(value: Any) -> str:
@@ -213,9 +254,18 @@ def copy_owner(value: Any) -> Tuple[str, str]:
     return user, group
 
 
-def copy_mode(value: Any, group: str) -> int:
+def default_copy_mode(owner: Tuple[str, str]) -> int:
+    """0640 only for root:GROUP; else 0600 for the owner alone.
+
+    PostgreSQL (the strictest common reader) refuses a key its own user
+    owns with any group bit, and accepts 0640 when root owns it.
+    """
+    return 0o640 if owner[1] and owner[0] == "root" else 0o600
+
+
+def copy_mode(value: Any, owner: Tuple[str, str]) -> int:
     if value is None or value == "":
-        return 0o640 if group else 0o600
+        return default_copy_mode(owner)
     text = str(value) if not isinstance(value, bool) else ""
     if not re.match(r"^0?[0-7]{3}\Z", text) or int(text, 8) & ~0o660 \
             or not int(text, 8) & 0o400:
@@ -240,6 +290,262 @@ def flag(value: Any, what: str) -> bool:
     if value in (True, "True", "true", "yes"):
         return True
     raise SettingsError("{} must be on or off, not {!r}.".format(what, value))
+
+
+def account_exists(kind: str, name: str) -> bool:
+    """Whether user (``kind`` "user") or group ``name`` exists on this host."""
+    try:
+        (pwd.getpwnam if kind == "user" else grp.getgrnam)(name)
+        return True
+    except KeyError:
+        return False
+
+
+def missing_account(kind: str, name: str) -> SettingsError:
+    """The one sentence for a user or group this host does not know."""
+    return SettingsError(
+        "{} {!r} does not exist on this host; create it ({} --system {}) or "
+        "correct the name.".format(kind.capitalize(), name,
+                                   "useradd" if kind == "user" else "groupadd", name))
+
+
+def _refusing(check: Callable[[Any], str]) -> Callable[[Any], str]:
+    """An argparse ``type``: ``check``'s SettingsError becomes InvalidValue,
+    and the value must survive the renewal conf."""
+    def parse(value: Any) -> str:
+        try:
+            result = check(value)
+            if result:
+                reason = _unstorable(check.__name__.lstrip("_"), result)
+                if reason:
+                    raise SettingsError("{} cannot be stored in the renewal "
+                                        "configuration: {}.".format(ascii(result), reason))
+            return result
+        except InvalidValue:
+            raise
+        except SettingsError as err:
+            raise InvalidValue(str(err))
+    parse.__name__ = check.__name__.lstrip("_")
+    return parse
+
+
+def _names(kind: str, value: Any) -> str:
+    names = account_names(value, kind.capitalize())
+    for name in names:
+        if not account_exists(kind, name):
+            raise missing_account(kind, name)
+    return ",".join(names)
+
+
+def _user(value: Any) -> str:
+    return _names("user", value)
+
+
+def _group(value: Any) -> str:
+    return _names("group", value)
+
+
+def _unit(value: Any) -> str:
+    return ",".join(_unique(unit_name(u) for u in split_list(value, "Unit")))
+
+
+def _action(value: Any) -> str:
+    return action_name(value)
+
+
+def _timeout(value: Any) -> str:
+    return str(timeout_seconds(value))
+
+
+def _check(value: Any) -> str:
+    check_address(value)
+    return value
+
+
+def _copy_to(value: Any) -> str:
+    return copy_target(value)
+
+
+def _copy_owner(value: Any) -> str:
+    user, group = copy_owner(value)
+    if not account_exists("user", user):
+        raise missing_account("user", user)
+    if group and not account_exists("group", group):
+        raise missing_account("group", group)
+    return ":".join(p for p in (user, group) if p)
+
+
+def _copy_mode(value: Any) -> str:
+    return "{:04o}".format(copy_mode(value, ("root", "")))
+
+
+def _copy_formats(value: Any) -> str:
+    return ",".join(copy_formats(value))
+
+
+def _p12_password_file(value: Any) -> str:
+    return password_file(value)
+
+
+def _push_to(value: Any) -> str:
+    return ",".join(peers(value))
+
+
+P12_ENCRYPTIONS = ("modern", "legacy")
+DEFAULT_P12_ENCRYPTION = "modern"
+
+
+def check_protocol_name(value: Any) -> str:
+    from certbot_wwu import tlscheck
+    if value is None or value == "":
+        return tlscheck.DEFAULT_PROTOCOL
+    if value not in tlscheck.PROTOCOLS:
+        raise SettingsError("Unknown check protocol {!r}; choose one of {}.".format(
+            value, ", ".join(tlscheck.PROTOCOLS)))
+    return value
+
+
+def p12_encryption_name(value: Any) -> str:
+    if value is None or value == "":
+        return DEFAULT_P12_ENCRYPTION
+    if value not in P12_ENCRYPTIONS:
+        raise SettingsError("Unknown PKCS#12 encryption {!r}; choose modern (Java "
+                            "8u301, 11.0.12 and later) or legacy (older "
+                            "readers).".format(value))
+    return value
+
+
+def service_profile(value: Any) -> Any:
+    """The presets' ServiceProfile named ``value`` (None if none), its
+    problems as SettingsError."""
+    if value is None or value == "":
+        return None
+    from certbot_wwu import presets
+    if not isinstance(value, str):
+        raise SettingsError("Service profile {!r} is not a name.".format(value))
+    try:
+        return presets.get_service(value)
+    except presets.PresetError as err:
+        raise SettingsError(str(err))
+
+
+def _service(value: Any) -> str:
+    profile = service_profile(value)
+    return profile.name if profile else ""
+
+
+def _check_protocol(value: Any) -> str:
+    return check_protocol_name(value)
+
+
+def _p12_encryption(value: Any) -> str:
+    return p12_encryption_name(value)
+
+
+class Option(namedtuple("Option", "name help metavar type")):
+    """One deployment setting. Both front doors build their option from it
+    (``--wwu-acl-NAME`` for certbot, ``--NAME`` for certbot-wwu) and the
+    renewal conf its key; ``type`` is the argparse ``type`` that checks each
+    value when the command line is parsed (before certbot asks the CA for
+    anything) and again when certbot restores it from a renewal conf. A flag
+    (on/off) has no ``type``."""
+
+    @property
+    def key(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def flag(self) -> bool:
+        return self.type is None
+
+    def help_for(self, prefix: str) -> str:
+        """The help text with option names as ``prefix`` spells them."""
+        return self.help.replace("--wwu-acl-", prefix)
+
+
+_METAVARS = {"user": "USER[,USER...]", "group": "GROUP[,GROUP...]",
+             "unit": "UNIT[,UNIT...]", "action": "ACTION", "timeout": "SECONDS",
+             "settle": "SECONDS", "check": "HOST:PORT", "copy-to": "DIR",
+             "copy-owner": "USER[:GROUP]", "copy-mode": "MODE",
+             "copy-formats": "FORMAT[,FORMAT...]", "p12-password-file": "FILE",
+             "push-to": "PEER[,PEER...]", "service": "NAME",
+             "check-protocol": "PROTOCOL", "p12-encryption": "modern|legacy"}
+_CHECKS = {"user": _user, "group": _group, "unit": _unit, "action": _action,
+           "timeout": _timeout, "settle": _settle, "check": _check,
+           "copy-to": _copy_to, "copy-owner": _copy_owner, "copy-mode": _copy_mode,
+           "copy-formats": _copy_formats, "p12-password-file": _p12_password_file,
+           "push-to": _push_to, "service": _service, "check-protocol": _check_protocol,
+           "p12-encryption": _p12_encryption}
+
+#: every deployment setting, in --help order: the one table
+OPTION_TABLE = tuple(
+    Option(name, text, _METAVARS[name], _refusing(_CHECKS[name])) for name, text in _HELP
+) + tuple(Option(name, text, None, None) for name, text in _FLAG_HELP)
+_FLAG_KEYS = tuple(option.key for option in OPTION_TABLE if option.flag)
+
+
+def option(name: str) -> Option:
+    """The table's entry for ``name`` (dashes or underscores)."""
+    wanted = name.replace("_", "-")
+    for entry in OPTION_TABLE:
+        if entry.name == wanted:
+            return entry
+    raise KeyError(name)
+
+
+#: profile key -> syntax check of its value (accounts are looked up when
+#: a deployment uses them, so a profile can name a daemon not installed)
+_PROFILE_CHECKS = {
+    "user": lambda v: ",".join(account_names(v, "User")),
+    "group": lambda v: ",".join(account_names(v, "Group")),
+    "unit": _unit, "action": _action, "check_protocol": _check_protocol,
+    "copy_owner": lambda v: ":".join(p for p in copy_owner(v) if p),
+    "copy_mode": _copy_mode, "copy_formats": _copy_formats,
+    "p12_encryption": _p12_encryption,
+}
+
+
+def profile_value(key: str, value: Any) -> str:
+    """A service profile's value for option ``key``, normalised as the
+    option stores it; SettingsError if the option would refuse it."""
+    return _PROFILE_CHECKS[key](value)
+
+
+def apply_profile(get: Callable[[str], Any], prefix: str = "--wwu-acl-"
+                  ) -> Tuple[Callable[[str], Any], Any]:
+    """``get`` with the service profile's defaults under the options given
+    (explicit values win), and the profile (None without --service)."""
+    profile = service_profile(get("service"))
+    if profile is None:
+        return get, None
+    copying = get("copy_to") not in (None, "")
+    if profile.mode == "copy" and not copying:
+        raise SettingsError(
+            "Service profile {} needs copies ({}); give {}copy-to DIR, a "
+            "directory root owns.".format(
+                profile.name, profile.default("copy_formats", True) or "pem", prefix))
+
+    def with_profile(key: str) -> Any:
+        value = get(key)
+        if value is None or value == "":
+            return profile.default(key, copying) if key in _PROFILE_CHECKS else value
+        return value
+    return with_profile, profile
+
+
+def password_file(value: Any) -> str:
+    if not value:
+        return ""
+    if not (isinstance(value, str) and os.path.isabs(value)):
+        raise SettingsError("The PKCS#12 password file {!r} must be an "
+                            "absolute path.".format(value))
+    return value
+
+
+def peers(value: Any) -> Tuple[str, ...]:
+    """The peer list; each peer is checked by the cluster configuration's
+    owner (cluster.config.check_peers), which knows the peer names."""
+    return _unique(split_list(value, "Peer"))
 
 
 #: what certbot's renewal code turns into None, True and False
@@ -296,7 +602,7 @@ def _read_back(option: str, value: str) -> Any:
         return None
 
 
-def storable(option: str, value: Any) -> str:
+def storable(option: str, value: Any, prefix: str = "--wwu-acl-") -> str:
     """``value`` if certbot reads it back unchanged from a renewal conf.
 
     The one check for stored values: Settings.from_options runs it on every
@@ -304,7 +610,7 @@ def storable(option: str, value: Any) -> str:
     value that does not survive becomes a SettingsError naming the option
     and the character.
     """
-    name = "--wwu-acl-" + option.replace("_", "-")
+    name = prefix + option.replace("_", "-")
     if not isinstance(value, str):
         raise SettingsError("{} {!r} cannot be stored in the renewal configuration: "
                             "it is not text.".format(name, value))
@@ -314,6 +620,91 @@ def storable(option: str, value: Any) -> str:
         raise SettingsError("{} {} cannot be stored in the renewal configuration: "
                             "{}.".format(name, ascii(value), reason))
     return value
+
+
+#: list options whose given names add to the stored ones (removing one
+#: takes ``--no-OPTION NAME``); every other option replaces the stored value
+ADDITIVE = ("user", "group", "unit", "push_to")
+
+
+def _as_list(value: Any) -> Tuple[str, ...]:
+    return split_list(value, "value") if value not in (None, True, False) else ()
+
+
+def merge(stored: Dict[str, Any], given: Dict[str, Any],
+          removed: Optional[Dict[str, Any]] = None, prefix: str = "--wwu-acl-"
+          ) -> Tuple[Dict[str, Any], List[str]]:
+    """The stored settings of a lineage changed only where options name it.
+
+    ``stored`` and ``given`` map option keys (``copy_to``) to raw values,
+    ``removed`` maps an ADDITIVE key to names to take out. Returns the new
+    raw values and one line per change, so a command that removes access
+    says so; a name to remove that is not there is refused (a typo would
+    otherwise remove nothing silently).
+    """
+    result = {k: v for k, v in stored.items() if v not in (None, "", False)}
+    changes = []  # type: List[str]
+    for key in ADDITIVE:
+        old = _as_list(stored.get(key))
+        new = list(old)
+        for name in _as_list(given.get(key)):
+            if name not in new:
+                new.append(name)
+                changes.append("{} {} added".format(key.replace("_", "-"), name))
+        for name in _as_list((removed or {}).get(key)):
+            if name not in new:
+                raise SettingsError(
+                    "{}no-{} {}: {} is not among the stored {} settings ({}); "
+                    "check the name.".format(prefix, key.replace("_", "-"), name,
+                                             name, key.replace("_", "-"),
+                                             ",".join(new) or "none"))
+            new.remove(name)
+            changes.append("{} {} removed".format(key.replace("_", "-"), name))
+        result[key] = ",".join(new) or None
+    for key, value in given.items():
+        if key in ADDITIVE or value in (None, ""):
+            continue
+        if stored.get(key) != value:
+            changes.append("{}: {} -> {}".format(
+                key.replace("_", "-"), stored.get(key) if stored.get(key)
+                not in (None, "") else "(default)", value))
+        result[key] = value
+    return {k: v for k, v in result.items() if v not in (None, "")}, changes
+
+
+def _refuse_contradictions(get: Callable[[str], Any], prefix: str, target: str,
+                           formats: Tuple[str, ...], p12_file: str,
+                           empty: bool) -> None:
+    """Options that ask for two different things are refused, not guessed."""
+    if p12_file and empty:
+        raise SettingsError(
+            "{0}p12-password-file and {0}p12-empty-password contradict each "
+            "other; keep the one you mean.".format(prefix))
+    if target and "pkcs12" not in formats and (p12_file or empty):
+        raise SettingsError(
+            "{0}{1} only applies to the pkcs12 format; add pkcs12 to "
+            "{0}copy-formats or drop it.".format(
+                prefix, "p12-password-file" if p12_file else "p12-empty-password"))
+
+
+def _refuse_for_profile(explicit: Callable[[str], Any], prefix: str,
+                        result: "Settings", profile: Any) -> None:
+    """Options that mean nothing here, and a key copy the profile's daemon
+    would refuse, are refused before anything changes."""
+    if explicit("check_protocol") not in (None, "") and not result.check:
+        raise SettingsError("{0}check-protocol only applies to the check; add "
+                            "{0}check HOST:PORT or drop it.".format(prefix))
+    if explicit("p12_encryption") not in (None, "") and \
+            "pkcs12" not in (result.copy_formats if result.copy_to else ()):
+        raise SettingsError("{0}p12-encryption only applies to the pkcs12 copy "
+                            "format; add pkcs12 to {0}copy-formats (with "
+                            "{0}copy-to) or drop it.".format(prefix))
+    problem = profile.key_mode_problem(result.copy_owner[0], result.copy_mode) \
+        if profile is not None and result.copy_to else None
+    if problem:
+        raise SettingsError(
+            "{1}; use {0}copy-mode 0600, or {0}copy-owner root:GROUP with "
+            "{0}copy-mode 0640.".format(prefix, problem[:1].upper() + problem[1:]))
 
 
 class Settings(object):
@@ -327,7 +718,9 @@ class Settings(object):
                  copy_mode: Optional[int] = None,
                  copy_formats: Tuple[str, ...] = ("pem",),
                  p12_password_file: str = "", p12_empty_password: bool = False,
-                 push_to: Iterable[str] = ()) -> None:
+                 push_to: Iterable[str] = (),
+                 settle: float = DEFAULT_SETTLE) -> None:
+        self.settle = settle
         self.users = tuple(users)
         self.groups = tuple(groups)
         self.units = tuple(units)
@@ -336,57 +729,70 @@ class Settings(object):
         self.check = check
         self.copy_to = copy_to
         self.copy_owner = copy_owner
-        self.copy_mode = copy_mode if copy_mode is not None else (
-            0o640 if copy_owner[1] else 0o600)
+        self.copy_mode = copy_mode if copy_mode is not None else \
+            default_copy_mode(copy_owner)
         self.copy_formats = tuple(copy_formats)
         self.p12_password_file = p12_password_file
         self.p12_empty_password = p12_empty_password
         self.push_to = tuple(push_to)
+        self.service = ""
+        self.check_protocol = check_protocol_name(None)
+        self.p12_encryption = DEFAULT_P12_ENCRYPTION
 
     @classmethod
-    def from_options(cls, get: Callable[[str], Any]) -> "Settings":
-        """Build from a getter of raw option values (installer: ``self.conf``)."""
+    def from_options(cls, get: Callable[[str], Any],
+                     prefix: str = "--wwu-acl-") -> "Settings":
+        """Build from a getter of raw option values (installer: ``self.conf``).
+
+        ``prefix`` names the options in messages as the command that was
+        run spells them: ``--wwu-acl-`` for certbot, ``--`` for certbot-wwu.
+        """
+        explicit = get
+        get, profile = apply_profile(get, prefix)
         users = account_names(get("user"), "User")
         groups = account_names(get("group"), "Group")
         units = _unique(unit_name(u) for u in split_list(get("unit"), "Unit"))
         action = action_name(get("action"))
         timeout = timeout_seconds(get("timeout"))
+        settle = settle_seconds(get("settle"))
         check = check_address(get("check"))
         target = copy_target(get("copy_to"))
         owner = copy_owner(get("copy_owner"))
-        mode = copy_mode(get("copy_mode"), owner[1])
+        mode = copy_mode(get("copy_mode"), owner)
         formats = copy_formats(get("copy_formats"))
-        password_file = get("p12_password_file") or ""
-        if password_file and not (isinstance(password_file, str)
-                                  and os.path.isabs(password_file)):
-            raise SettingsError("The PKCS#12 password file {!r} must be an "
-                                "absolute path.".format(password_file))
-        empty = flag(get("p12_empty_password"), "--wwu-acl-p12-empty-password")
-        peers = _unique(split_list(get("push_to"), "Peer"))
-        for peer in peers:
-            if not _PEER.match(peer):
-                raise SettingsError("Peer {!r} is not a host or peer name.".format(peer))
+        p12_file = password_file(get("p12_password_file"))
+        empty = flag(get("p12_empty_password"), prefix + "p12-empty-password")
+        push_to = peers(get("push_to"))
+        if push_to:  # a peer the push would refuse, refused before anything changes
+            from certbot_wwu.cluster.config import check_peers
+            check_peers(push_to, prefix + "push-to")
+        _refuse_contradictions(get, prefix, target, formats, p12_file, empty)
         if not target:
             stray = [name for name in ("copy_owner", "copy_mode", "copy_formats",
                                        "p12_password_file", "p12_empty_password")
                      if get(name) not in (None, "", False)]
             if stray:
-                raise SettingsError("--wwu-acl-{} only applies to copies; add "
-                                    "--wwu-acl-copy-to DIR or drop it.".format(
-                                        stray[0].replace("_", "-")))
-        if "pkcs12" in formats and not (password_file or empty):
+                raise SettingsError("{0}{1} only applies to copies; add "
+                                    "{0}copy-to DIR or drop it.".format(
+                                        prefix, stray[0].replace("_", "-")))
+        if "pkcs12" in formats and not (p12_file or empty):
             raise SettingsError(
-                "The pkcs12 format needs --wwu-acl-p12-password-file FILE (or "
-                "--wwu-acl-p12-empty-password for a bundle without one).")
-        if not users and not groups and not target and not peers:
+                "The pkcs12 format needs {0}p12-password-file FILE (or "
+                "{0}p12-empty-password for a bundle without one).".format(prefix))
+        if not users and not groups and not target and not push_to and not (
+                profile and profile.reads_as_root):
             raise SettingsError(
-                "Nobody to grant access to: give --wwu-acl-user or "
-                "--wwu-acl-group (a comma-separated list of names), or "
-                "--wwu-acl-copy-to DIR.")
+                "Nobody to grant access to: give {0}user or {0}group (a "
+                "comma-separated list of names), or {0}copy-to DIR.".format(prefix))
         result = cls(users, groups, units, action, timeout, check, target, owner,
-                     mode, formats, password_file, empty, peers)
+                     mode, formats, p12_file, empty, push_to)
+        result.settle = settle
+        result.service = profile.name if profile else ""
+        result.check_protocol = check_protocol_name(get("check_protocol"))
+        result.p12_encryption = p12_encryption_name(get("p12_encryption"))
+        _refuse_for_profile(explicit, prefix, result, profile)
         for option, value in sorted(result.to_values().items()):
-            storable(option, value)
+            storable(option, value, prefix)
         return result
 
     def to_values(self) -> Dict[str, str]:
@@ -397,7 +803,11 @@ class Settings(object):
             "unit": ",".join(self.units),
             "action": self.action,
             "timeout": str(self.timeout) if self.timeout != DEFAULT_TIMEOUT else "",
+            "settle": "{:g}".format(self.settle) if self.settle != DEFAULT_SETTLE else "",
             "push_to": ",".join(self.push_to),
+            "service": self.service,
+            "check_protocol": self.check_protocol if self.check and
+            self.check_protocol != check_protocol_name(None) else "",
             "check": "{}:{}".format(
                 "[{}]".format(self.check[0]) if ":" in self.check[0] else self.check[0],
                 self.check[1]) if self.check else "",
@@ -410,6 +820,8 @@ class Settings(object):
                 "copy_formats": ",".join(self.copy_formats),
                 "p12_password_file": self.p12_password_file,
                 "p12_empty_password": "True" if self.p12_empty_password else "",
+                "p12_encryption": self.p12_encryption
+                if "pkcs12" in self.copy_formats else "",
             })
         return {k: v for k, v in values.items() if v}
 

@@ -29,11 +29,10 @@ import logging
 import os
 import re
 import shlex
-import shutil
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 
-from certbot_wwu import process
+from certbot_wwu import certbot_host, process
 from certbot_wwu.errors import WwuError
 from certbot_wwu.files import write_atomic
 from certbot_wwu.presets import ENV_KEYS, PROXY_KEYS, redact_proxy
@@ -42,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 DISTROS = ("el", "debian", "snap", "pip")
 SYSTEMCTL = "systemctl"
-COMMAND_TIMEOUT = 120
 
 SYSCONFIG = "/etc/sysconfig/certbot"
 UNIT_DIR = "/etc/systemd/system"
@@ -51,10 +49,6 @@ DROPIN = "certbot-wwu-proxy.conf"
 SECRET_ENV = "/etc/certbot-wwu/renew-proxy.env"
 #: where packages put their units (Debian before the /usr merge: /lib)
 VENDOR_UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system")
-#: a pip install's certbot, when PATH does not say (certbot's instructions
-#: use /opt/certbot)
-CERTBOT_PATHS = ("/usr/local/bin/certbot", "/usr/bin/certbot",
-                 "/opt/certbot/bin/certbot")
 
 TIMERS = {"el": "certbot-renew.timer", "debian": "certbot.timer",
           "snap": "snap.certbot.renew.timer", "pip": "certbot-renew.timer"}
@@ -103,11 +97,13 @@ class TimerError(WwuError):
     """The renewal timer's environment or unit cannot be set up."""
 
 
-def _in_root(root: str, path: str) -> str:
+def in_root(root: str, path: str) -> str:
+    """``path`` of the system under ``root`` (an image or a test tree)."""
     return os.path.join(root, path.lstrip("/"))
 
 
-def _live(root: str) -> bool:
+def is_live(root: str) -> bool:
+    """Whether ``root`` is this running system (systemctl may be asked)."""
     return os.path.realpath(root) == "/"
 
 
@@ -123,7 +119,7 @@ def os_release(root: str = "/") -> Dict[str, str]:
     """os-release(5) as a dict; empty when there is none."""
     for path in ("/etc/os-release", "/usr/lib/os-release"):
         try:
-            with open(_in_root(root, path), encoding="utf-8") as f:
+            with open(in_root(root, path), encoding="utf-8") as f:
                 text = f.read()
         except (OSError, UnicodeDecodeError):
             continue
@@ -159,11 +155,11 @@ def detect_distro(root: str = "/") -> str:
     its package's timer unit is installed; otherwise certbot came from pip
     (or is missing, which configure then reports).
     """
-    if (os.path.lexists(_in_root(root, "/snap/bin/certbot"))
-            or os.path.exists(_in_root(root, UNIT_DIR + "/" + TIMERS["snap"]))):
+    if (os.path.lexists(in_root(root, "/snap/bin/certbot"))
+            or os.path.exists(in_root(root, UNIT_DIR + "/" + TIMERS["snap"]))):
         return "snap"
     family = _family(os_release(root))
-    if family and any(os.path.exists(_in_root(root, d + "/" + TIMERS[family]))
+    if family and any(os.path.exists(in_root(root, d + "/" + TIMERS[family]))
                       for d in VENDOR_UNIT_DIRS):
         return family
     logger.info("No packaged certbot timer under %s (distribution: %s)", root,
@@ -243,7 +239,7 @@ def _assignments(env: Dict[str, str]) -> str:
 
 
 def _configure_sysconfig(root: str, env: Dict[str, str]) -> List[str]:
-    path = _in_root(root, SYSCONFIG)
+    path = in_root(root, SYSCONFIG)
     old, mode = _read(path)
     kept = [line for line in (old or "").splitlines(True)
             if line.rstrip("\n") != _MARKER and not _ours(line)]
@@ -266,12 +262,12 @@ def _ours(line: str) -> bool:
 
 
 def _dropin_path(root: str, service: str) -> str:
-    return _in_root(root, "{}/{}.d/{}".format(UNIT_DIR, service, DROPIN))
+    return in_root(root, "{}/{}.d/{}".format(UNIT_DIR, service, DROPIN))
 
 
 def _configure_dropin(root: str, service: str, env: Dict[str, str]) -> List[str]:
     path = _dropin_path(root, service)
-    secret_path = _in_root(root, SECRET_ENV)
+    secret_path = in_root(root, SECRET_ENV)
     if not env:
         changes = _put(path, None, 0o644, "")
         if changes:
@@ -294,21 +290,11 @@ def _configure_dropin(root: str, service: str, env: Dict[str, str]) -> List[str]
     return changes + _put(secret_path, None, 0o600, "")
 
 
-def find_certbot(root: str = "/") -> str:
-    """The certbot the pip timer runs, as a path on the target system."""
-    found = shutil.which("certbot") if _live(root) else None
-    if not found:
-        for path in CERTBOT_PATHS:
-            real = _in_root(root, path)
-            if os.path.isfile(real) and os.access(real, os.X_OK):
-                found = path
-                break
-    if not found:
-        raise TimerError(
-            "No certbot in PATH or {} under {}; install certbot (pip install "
-            "certbot) before setting up its timer.".format(
-                ", ".join(CERTBOT_PATHS), root))
-    found = os.path.abspath(found)
+def pip_certbot(root: str = "/") -> str:
+    """The certbot the pip timer runs (certbot_host.find_certbot), as a path
+    a systemd unit can name."""
+    found = certbot_host.find_certbot(root=root, error=TimerError,
+                                      remedy=" before setting up its timer")
     if not _SAFE_PATH.match(found):
         raise TimerError("The certbot path {!r} has characters a systemd unit "
                          "would misread; link it from /usr/local/bin/certbot."
@@ -317,8 +303,8 @@ def find_certbot(root: str = "/") -> str:
 
 
 def _install_units(root: str) -> List[str]:
-    certbot = find_certbot(root)
-    unit_dir = _in_root(root, UNIT_DIR)
+    certbot = pip_certbot(root)
+    unit_dir = in_root(root, UNIT_DIR)
     return (_put(os.path.join(unit_dir, SERVICES["pip"]),
                  PIP_SERVICE.format(certbot=certbot), 0o644,
                  "runs {} renew -q".format(certbot))
@@ -349,7 +335,7 @@ def configure(distro: str, env: Dict[str, str], root: str = "/") -> List[str]:
 
 def _run(argv: List[str]) -> Tuple[int, str]:
     return process.run(argv, TimerError, "run '{}' by hand where systemd runs".format(
-        " ".join(argv)), COMMAND_TIMEOUT)
+        " ".join(argv)))
 
 
 def _query(argv: List[str]) -> str:
@@ -375,7 +361,7 @@ def daemon_reload(distro: str, root: str = "/") -> List[str]:
     """systemd reads drop-ins and units only on daemon-reload (the env file of
     el is read at each start)."""
     _check_distro(distro)
-    if distro == "el" or not _live(root):
+    if distro == "el" or not is_live(root):
         return []
     _checked([SYSTEMCTL, "daemon-reload"], SERVICES[distro])
     return ["reloaded systemd's unit files"]
@@ -384,7 +370,7 @@ def daemon_reload(distro: str, root: str = "/") -> List[str]:
 def enable_timer(distro: str, root: str = "/") -> List[str]:
     """Enable (and on the live system start) the renewal timer."""
     unit = timer_unit(distro)
-    if _live(root):
+    if is_live(root):
         if (_query([SYSTEMCTL, "is-enabled", unit]) == "enabled"
                 and _query([SYSTEMCTL, "is-active", unit]) == "active"):
             return []
@@ -431,8 +417,26 @@ def _dropin_env(root: str, path: str) -> Tuple[Dict[str, str], List[str]]:
         elif key.strip() == "EnvironmentFile":
             name = value.strip().lstrip("-")
             files.append(name)
-            values.update(_env_file(_in_root(root, name)))
+            values.update(_env_file(in_root(root, name)))
     return values, files
+
+
+def _environment(distro: str, root: str) -> Tuple[str, Dict[str, str], List[str]]:
+    """(the file that configures it, the variables, the env files named)."""
+    if distro == "el":
+        path = in_root(root, SYSCONFIG)
+        return path, _env_file(path), []
+    path = _dropin_path(root, SERVICES[distro])
+    env, files = _dropin_env(root, path)
+    return path, env, files
+
+
+def renewal_environment(distro: str, root: str = "/") -> Dict[str, str]:
+    """The proxy variables the renewal service gets, unredacted (status
+    fetches the CAs' directories through exactly these; ``timer_status``
+    masks proxy passwords for people)."""
+    _check_distro(distro)
+    return _environment(distro, root)[1]
 
 
 def timer_status(distro: str, root: str = "/") -> Dict[str, Any]:
@@ -444,16 +448,10 @@ def timer_status(distro: str, root: str = "/") -> Dict[str, Any]:
     _check_distro(distro)
     status = OrderedDict([("distro", distro), ("timer", TIMERS[distro]),
                           ("service", SERVICES[distro])])  # type: Dict[str, Any]
-    files = []  # type: List[str]
-    if distro == "el":
-        path = _in_root(root, SYSCONFIG)
-        env = _env_file(path)
-    else:
-        path = _dropin_path(root, SERVICES[distro])
-        env, files = _dropin_env(root, path)
+    path, env, files = _environment(distro, root)
     if distro == "pip":
         status["units_installed"] = all(
-            os.path.exists(_in_root(root, "{}/{}".format(UNIT_DIR, unit)))
+            os.path.exists(in_root(root, "{}/{}".format(UNIT_DIR, unit)))
             for unit in (SERVICES["pip"], TIMERS["pip"]))
     problems = []  # type: List[str]
     for key in PROXY_KEYS:

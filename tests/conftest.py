@@ -50,6 +50,8 @@ def _missing_e2e_tools():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: needs root, Pebble and certbot")
+    config.addinivalue_line("markers", "systemd: runs under a real systemd booted "
+                            "in namespaces (tests/systemd, make test-systemd)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -94,6 +96,8 @@ def scratch():
 
 @pytest.fixture
 def systemctl(scratch):
+    """The recording stand-in, for unit tests of the argv we build; the
+    end-to-end tests override this with real units (tests/e2e/conftest.py)."""
     return RecordingSystemctl(os.path.join(scratch, "systemctl"))
 
 
@@ -121,7 +125,7 @@ def lineage_template(pebble, accounts):
         pytest.skip(_missing_e2e_tools())
     os.makedirs(TEST_BASE, exist_ok=True)
     root = tempfile.mkdtemp(dir=TEST_BASE)
-    bot = Certbot(root, pebble, RecordingSystemctl(os.path.join(root, "systemctl")))
+    bot = Certbot(root, pebble)  # no installer: acts on no unit
     bot.register()
     bot.acme("certonly", "-a", "standalone", "-d", "unit.example.org",
              "--cert-name", "unit")

@@ -72,6 +72,6 @@ def test_auto_reloads_what_can_reload(recorder, lineage):
     deploy.act(settings(["web.service", "db.service"], "auto"), lineage)
     assert recorder.calls() == [
         "show -p CanReload --value db.service", "restart db.service",
-        "is-active db.service",
+        "is-active db.service", "show -p ActiveState,MainPID db.service",
         "show -p CanReload --value web.service", "reload web.service",
-        "is-active web.service"]
+        "is-active web.service", "show -p ActiveState,MainPID web.service"]

@@ -37,8 +37,8 @@ def module(*argv, **kwargs):
                           universal_newlines=True, env=env, **kwargs)
 
 
-def assert_one_line_error(code, out, err, fragment):
-    assert code == 1
+def assert_one_line_error(code, out, err, fragment, exit_code=1):
+    assert code == exit_code
     assert out == ""
     assert err.startswith("certbot-wwu: ") and err.endswith(".\n")
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -204,7 +204,10 @@ def test_env_no_proxy_overrides_the_preset(capsys):
     (["env", "--preset", "letsencrypt", "--no-proxy", "x"], "--no-proxy needs a proxy"),
 ])
 def test_env_errors(capsys, argv, fragment):
-    assert_one_line_error(*run(capsys, *argv), fragment=fragment)
+    usage = "give --preset" in fragment or "needs a proxy" in fragment \
+        or "sets no proxy" in fragment
+    assert_one_line_error(*run(capsys, *argv), fragment=fragment,
+                          exit_code=2 if usage else 1)
 
 
 def test_env_error_as_a_module():
@@ -335,7 +338,8 @@ def test_setup_bad_input_writes_nothing(capsys, tmp_path, monkeypatch, distro, a
             for a in argv]
     before = tree(root)
     result = run(capsys, "setup", "--root", root, "--enable-timer", *argv)
-    assert_one_line_error(*result, fragment=fragment)
+    assert_one_line_error(*result, fragment=fragment,
+                          exit_code=2 if "needs a proxy" in fragment else 1)
     assert tree(root) == before
     assert systemctl.calls() == []
 
@@ -350,7 +354,7 @@ def test_setup_pip_without_certbot_writes_nothing(capsys, tmp_path):
 
 def test_setup_root_must_exist(capsys, tmp_path):
     assert_one_line_error(*run(capsys, "setup", "--root", str(tmp_path / "none")),
-                          fragment="is not a directory")
+                          fragment="is not a directory", exit_code=2)
 
 
 def test_setup_distro_choice_is_checked(capsys, tmp_path):
@@ -429,13 +433,13 @@ def listing(directory):
 @needs_root
 @pytest.mark.parametrize("argv, fragment", [
     (["--copy-to", "/srv/tls#1"],
-     "--wwu-acl-copy-to '/srv/tls#1' cannot be stored in the renewal configuration: "
+     "argument --copy-to: '/srv/tls#1' cannot be stored in the renewal configuration: "
      "'#' starts a comment there"),
     (["--copy-to", "/srv/tls "], "a leading or trailing space is dropped there"),
     (["--copy-to", "/srv/tls", "--copy-formats", "pkcs12", "--p12-password-file",
-      "/etc/p12 'pass'"], "--wwu-acl-p12-password-file \"/etc/p12 'pass'\" cannot be "
+      "/etc/p12 'pass'"], "argument --p12-password-file: \"/etc/p12 'pass'\" cannot be "
                           "stored"),
-    (["--user", "None"], "the Python value None"),
+    (["--user", "None"], "argument --user: User 'None' does not exist on this host"),
 ])
 def test_attach_with_an_unstorable_value_changes_nothing(capsys, lineage_dir, argv,
                                                          fragment):
@@ -445,7 +449,8 @@ def test_attach_with_an_unstorable_value_changes_nothing(capsys, lineage_dir, ar
     files = listing(os.path.dirname(conf))
     code, out, err = run(capsys, "attach", "--cert-name", "unit", "--config-dir",
                          lineage_dir, *argv)
-    assert_one_line_error(code, out, err, fragment)
+    # refused by the parser, before anything is read or written (usage: exit 2)
+    assert code == 2 and out == "" and fragment in err and "Traceback" not in err
     with open(conf, "rb") as f:
         assert f.read() == before
     assert listing(os.path.dirname(conf)) == files  # no backup either
@@ -467,3 +472,27 @@ def test_attach_removes_the_recipes_default_acl_and_says_so(capsys, lineage_dir,
     defaults = getfacl(archive, numeric=False)
     assert "default:user:{}:".format(OTHER_USER) not in defaults
     assert "default:user:{}:".format(SERVICE_USER) in defaults
+
+
+def test_both_front_doors_are_built_from_the_one_option_table():
+    """certbot's --wwu-acl-NAME and certbot-wwu's --NAME cannot drift apart:
+    same names, metavars, checks and help (but for the prefix)."""
+    import argparse
+    from certbot_wwu import settings
+    from certbot_wwu.installer import Installer
+    installer = {}
+    Installer.add_parser_arguments(lambda name, **kw: installer.__setitem__(name, kw))
+    deploy = next(action for action in cli.build_parser()._actions
+                  if isinstance(action, argparse._SubParsersAction)).choices["deploy"]
+    command = {a.option_strings[0][2:]: a for a in deploy._actions
+               if a.dest.startswith("opt_")}
+    assert list(installer) == list(command) == [o.name for o in settings.OPTION_TABLE]
+    for entry in settings.OPTION_TABLE:
+        theirs, ours = installer[entry.name], command[entry.name]
+        assert ours.help == theirs["help"].replace("--wwu-acl-", "--"), entry.name
+        assert ours.help == entry.help_for("--")
+        if entry.flag:
+            assert theirs["action"] == "store_true" and ours.const is True
+        else:
+            assert ours.type is theirs["type"] is entry.type
+            assert ours.metavar == theirs["metavar"] == entry.metavar

@@ -18,8 +18,10 @@ import time
 
 import pytest
 
-from certbot_wwu import cli, cluster, cluster_cli, presets
+from certbot_wwu import cli, cluster, presets
+from certbot_wwu.accounts import AccountError
 from certbot_wwu.cluster import ClusterError, Outcome, Peer
+from certbot_wwu.cluster.accounts import checked_server_path
 from certbot_wwu.cluster import pushing
 from certbot_wwu.cluster import transport as transporting
 from certbot_wwu.lineage import Lineage
@@ -67,12 +69,10 @@ def fresh_run():
 
 @pytest.fixture(autouse=True)
 def site(monkeypatch, tmp_path):
-    """An empty site presets directory of our own, and the cluster command."""
+    """An empty site presets directory of our own."""
     directory = tmp_path / "presets.d"
     directory.mkdir()
     monkeypatch.setenv(presets.DIR_ENV, str(directory))
-    if cluster_cli.add_cluster not in cli.SUBCOMMANDS:
-        monkeypatch.setattr(cli, "SUBCOMMANDS", cli.SUBCOMMANDS + [cluster_cli.add_cluster])
     return directory
 
 
@@ -828,30 +828,30 @@ def test_push_needs_certificates_shared(tmp_path, site):
      "acme-v02.harica.gr/acme/962d61f0-7815-46cc-9c42-8e8aa25443d1/directory"),
 ])
 def test_server_paths_as_certbot_makes_them(url, path):
-    assert cluster.server_path(url) == path
+    assert checked_server_path(url) == path
 
 
 @pytest.mark.parametrize("url", ["http://ca/dir", "https://ca/../x", "https:///dir",
                                  "https://ca/a b"])
 def test_bad_server_urls(url):
     with pytest.raises(ClusterError, match="is not an https:// ACME directory URL"):
-        cluster.server_path(url)
+        checked_server_path(url)
 
 
 def test_finding_the_account(tmp_path):
     config_dir = str(tmp_path)
-    with pytest.raises(ClusterError, match="There is no account for {}".format(SERVER)):
+    with pytest.raises(AccountError, match="There is no account for {}".format(SERVER)):
         cluster.find_account(config_dir, SERVER)
     make_account(config_dir)
     account = cluster.find_account(config_dir, SERVER)
     assert (account.id, account.relative) == (ACCOUNT, "accounts/{}/{}".format(
         SERVER_PATH, ACCOUNT))
     make_account(config_dir, "f" * 32)
-    with pytest.raises(ClusterError, match="There are 2 accounts for .*; choose one "
+    with pytest.raises(AccountError, match="There are 2 accounts for .*; choose one "
                                            "with --account ID."):
         cluster.find_account(config_dir, SERVER)
     assert cluster.find_account(config_dir, SERVER, "f" * 32).id == "f" * 32
-    with pytest.raises(ClusterError, match="There is no account nope"):
+    with pytest.raises(AccountError, match="There is no account nope"):
         cluster.find_account(config_dir, SERVER, "nope")
 
 
@@ -971,8 +971,9 @@ def test_push_needs_a_certificate(capsys, tmp_path):
     code, out, err = run(capsys, "cluster", "push", "--cert-name", "web",
                          "--config-dir", str(tmp_path))
     assert (code, out) == (1, "")
-    assert err == "certbot-wwu: There is no certificate web (no {}/live/web).\n".format(
-        tmp_path)
+    assert err == ("certbot-wwu: There is no certificate web in {}; 'certbot "
+                   "certificates' lists the names (give --config-dir if certbot uses "
+                   "another directory).\n".format(tmp_path))
 
 
 def test_account_commands_need_a_server(capsys, tmp_path):

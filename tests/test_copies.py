@@ -218,6 +218,7 @@ def test_verify_material_refuses_garbage(material):
 # --- destination checks ------------------------------------------------------
 
 def test_prepare_creates_dest_root_owned(dest):
+    os.mkdir(dest, 0o755)  # the parent must exist: no silent tree creation
     spec = spec_for(os.path.join(dest, "deeper"), group=SERVICE_USER)
     copies.prepare_destination(spec)
     assert owner_mode(dest) == (0, 0, 0o755)
@@ -237,8 +238,9 @@ def test_accepts_sticky_ancestor_with_root_owned_entry(dest):
     sticky = os.path.join(scratch, "sticky")
     os.mkdir(sticky)
     os.chmod(sticky, 0o1777)
-    copies.check_destination(os.path.join(sticky, "copies", "missing"))
+    copies.check_destination(os.path.join(sticky, "copies"))
     copies.prepare_destination(spec_for(os.path.join(sticky, "copies")))
+    copies.check_destination(os.path.join(sticky, "copies", "missing"))
 
 
 def test_refuses_dest_owned_by_the_copy_owner(dest):
@@ -375,7 +377,7 @@ def test_create_helper_has_final_owner_and_mode_before_any_byte(dest):
     os.mkdir(dest)
     dir_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fd = copies._create(dir_fd, "privkey.pem", uid(SERVICE_USER), gid(KEY_GROUP),
+        fd = copies.create_file(dir_fd, "privkey.pem", uid(SERVICE_USER), gid(KEY_GROUP),
                             0o640)
         try:
             st = os.fstat(fd)
@@ -384,10 +386,10 @@ def test_create_helper_has_final_owner_and_mode_before_any_byte(dest):
         finally:
             os.close(fd)
         with pytest.raises(FileExistsError):  # O_EXCL: never reuses a file
-            copies._create(dir_fd, "privkey.pem", 0, 0, 0o600)
+            copies.create_file(dir_fd, "privkey.pem", 0, 0, 0o600)
         os.symlink("/etc/passwd", os.path.join(dest, "planted"))
         with pytest.raises(OSError):  # O_NOFOLLOW
-            copies._create(dir_fd, "planted", 0, 0, 0o600)
+            copies.create_file(dir_fd, "planted", 0, 0, 0o600)
     finally:
         os.close(dir_fd)
     assert read("/etc/passwd")  # untouched

@@ -9,7 +9,7 @@ import pytest
 
 from certbot_wwu import installer
 from certbot_wwu.installer import Installer
-from certbot_wwu.settings import METAVARS, OPTIONS, comma_list
+from certbot_wwu.settings import OPTION_TABLE, option
 from tests.conftest import needs_root
 from tests.e2e.snapshot import snapshot
 
@@ -82,22 +82,19 @@ def test_certbot_finds_the_plugin():
 def test_add_parser_arguments():
     calls = []
     Installer.add_parser_arguments(lambda name, **kw: calls.append((name, kw)))
-    assert [name for name, _ in calls] == [
-        "user", "group", "unit", "action", "timeout", "check", "copy-to",
-        "copy-owner", "copy-mode", "copy-formats", "p12-password-file",
-        "push-to", "p12-empty-password"]
-    assert [name for name, _ in calls][:len(OPTIONS)] == [name for name, _ in OPTIONS]
+    assert [name for name, _ in calls] == [o.name for o in OPTION_TABLE]
     kwargs = dict(calls)
     assert kwargs["p12-empty-password"]["action"] == "store_true"
-    for name in ("user", "group", "unit", "copy-formats", "push-to"):
-        assert kwargs[name]["type"] is comma_list, name
+    for entry in OPTION_TABLE:
+        if entry.flag:
+            continue
+        name = entry.name
+        # every value is checked when certbot parses it (before the CA) and
+        # when renew restores it
+        assert kwargs[name]["type"] is entry.type, name
         assert kwargs[name]["default"] is None, name
-        assert kwargs[name]["metavar"] == METAVARS[name]
+        assert kwargs[name]["metavar"] == entry.metavar
         assert "action" not in kwargs[name]  # no action="append" (DESIGN §3)
-    for name in ("action", "timeout", "check", "copy-to", "copy-owner", "copy-mode",
-                 "p12-password-file"):
-        assert "type" not in kwargs[name]
-        assert kwargs[name]["default"] is None
     for name, kw in calls:
         assert kw["help"], name
 
@@ -105,11 +102,11 @@ def test_add_parser_arguments():
 def test_options_on_a_real_parser():
     parser = argparse.ArgumentParser()
     Installer.inject_parser_options(parser, "wwu-acl")
-    args = parser.parse_args(["--wwu-acl-user", " a , b,,", "--wwu-acl-unit", "web",
-                              "--wwu-acl-action", "reload"])
-    assert args.wwu_acl_user == "a,b"
+    args = parser.parse_args(["--wwu-acl-user", " root , daemon,,", "--wwu-acl-unit",
+                              "web", "--wwu-acl-action", "reload"])
+    assert args.wwu_acl_user == "root,daemon"
     assert args.wwu_acl_group is None
-    assert args.wwu_acl_unit == "web"
+    assert args.wwu_acl_unit == "web.service"
     assert args.wwu_acl_action == "reload"
 
 
@@ -135,27 +132,27 @@ def certbot_config(tmp_path):
 
 def test_certbot_parses_and_restores_list_options(certbot_config):
     from certbot._internal import cli
-    config, _ = certbot_config("--wwu-acl-user", "a, b", "--wwu-acl-group", "g")
-    assert config.wwu_acl_user == "a,b"
-    assert config.wwu_acl_group == "g"
+    config, _ = certbot_config("--wwu-acl-user", "root, daemon", "--wwu-acl-group", "root")
+    assert config.wwu_acl_user == "root,daemon"
+    assert config.wwu_acl_group == "root"
     assert config.wwu_acl_unit is None
     # renew restores stored values through the option's argparse type
-    assert cli.argparse_type("wwu_acl_user") is comma_list
-    assert cli.argparse_type("wwu_acl_unit") is comma_list
-    assert cli.argparse_type("wwu_acl_user")(["a", " b"]) == "a,b"
+    assert cli.argparse_type("wwu_acl_user") is option("user").type
+    assert cli.argparse_type("wwu_acl_unit") is option("unit").type
+    assert cli.argparse_type("wwu_acl_user")(["root", " daemon"]) == "root,daemon"
 
 
 @pytest.mark.parametrize("extra, restored", [
     ((), {}),
-    (("--wwu-acl-user", "svc"), {}),
-    (("--wwu-acl-user", "wwu-no-such-user", "--wwu-acl-unit", "web;reboot",
-      "--wwu-acl-action", "explode"), {}),
+    (("--wwu-acl-user", "root"), {}),
+    ((), {"wwu_acl_user": "wwu-no-such-user", "wwu_acl_unit": "web;reboot",
+          "wwu_acl_action": "explode"}),
     # values certbot restores literally from a renewal conf
     ((), {"wwu_acl_user": True, "wwu_acl_group": False, "wwu_acl_unit": None,
           "wwu_acl_action": 7}),
     ((), {"wwu_acl_user": ["a", True], "wwu_acl_action": ["restart"]}),
 ])
-def test_prepare_never_raises(certbot_config, monkeypatch, tmp_path, extra, restored):
+def test_prepare_without_cert_name_never_raises(certbot_config, monkeypatch, tmp_path, extra, restored):
     monkeypatch.setenv("PATH", str(tmp_path))  # no systemctl either
     config, entry = certbot_config(*extra)
     for name, value in restored.items():
@@ -179,7 +176,7 @@ def test_bad_options_surface_as_plugin_errors(certbot_config):
     from certbot import errors
     config, entry = certbot_config("--wwu-acl-unit", "web")
     plugin = entry.init(config)
-    wrapped = installer._loud(lambda self: self._settings())
+    wrapped = installer.loud(lambda self: self._settings())
     with pytest.raises(errors.PluginError, match="Nobody to grant access to"):
         wrapped(plugin)
 
@@ -190,7 +187,7 @@ def test_unexpected_errors_become_plugin_errors():
     def boom(self):
         raise KeyError("x")
     with pytest.raises(errors.PluginError, match="failed unexpectedly \\(KeyError"):
-        installer._loud(boom)(None)
+        installer.loud(boom)(None)
 
 
 def test_installer_describes_itself():
@@ -202,25 +199,18 @@ def test_installer_describes_itself():
 
 @needs_root
 def test_unstorable_value_fails_install_before_anything_changes(certbot_config,
-                                                                 lineage_dir, scratch):
+                                                                 lineage_dir, scratch,
+                                                                 capsys):
     """certbot install used to deploy the copies first, then fail "unexpectedly"
-    on the renewal conf and record nothing."""
-    from certbot import errors
+    on the renewal conf and record nothing; now certbot's parser refuses it."""
     target = os.path.join(scratch, "tls#1")
-    config, entry = certbot_config("--config-dir", lineage_dir, "--cert-name", "unit",
-                                   "--wwu-acl-copy-to", target)
-    plugin = entry.init(config)
-    plugin.prepare()
     before = snapshot(lineage_dir)
-    live = os.path.join(lineage_dir, "live", "unit")
-    with pytest.raises(errors.PluginError) as info:
-        plugin.deploy_cert(domain="unit.example.org",
-                           cert_path=os.path.join(live, "cert.pem"),
-                           key_path=os.path.join(live, "privkey.pem"),
-                           chain_path=os.path.join(live, "chain.pem"),
-                           fullchain_path=os.path.join(live, "fullchain.pem"))
-    assert str(info.value) == (
-        "--wwu-acl-copy-to '{}' cannot be stored in the renewal configuration: '#' "
-        "starts a comment there; choose a value without it.".format(target))
+    with pytest.raises(SystemExit) as info:
+        certbot_config("--config-dir", lineage_dir, "--cert-name", "unit",
+                       "--wwu-acl-copy-to", target)
+    assert info.value.code == 2
+    assert ("argument --wwu-acl-copy-to: '{}' cannot be stored in the renewal "
+            "configuration: '#' starts a comment there; choose a value without "
+            "it.".format(target)) in capsys.readouterr().err
     assert not os.path.exists(target)
     assert snapshot(lineage_dir) == before

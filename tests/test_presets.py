@@ -498,3 +498,148 @@ def test_unknown_preset_lists_the_known_ones(tmp_path):
     assert message.startswith("Unknown preset 'sectigo'; choose one of sectigo-ov, ")
     assert "lab" in message and directory in message and one_sentence(message)
 
+
+
+# --- service profiles (issue 12) ------------------------------------------------
+
+from certbot_wwu import settings as wwu_settings  # noqa: E402
+
+
+def test_builtin_service_profiles_cover_the_issue():
+    names = set(presets.load_services())
+    assert {"postgresql", "mosquitto", "redis", "haproxy", "tomcat", "slapd",
+            "prosody", "dovecot", "postfix", "tls-server"} <= names
+
+
+def test_postgresql_unit_follows_the_debian_cluster(tmp_path):
+    conf = tmp_path / "15" / "main"
+    conf.mkdir(parents=True)
+    (conf / "postgresql.conf").write_text("")
+    pattern = str(tmp_path / "*" / "*" / "postgresql.conf")
+    assert presets.postgresql_unit(pattern) == "postgresql@15-main.service"
+    (tmp_path / "16" / "main").mkdir(parents=True)
+    (tmp_path / "16" / "main" / "postgresql.conf").write_text("")
+    assert presets.postgresql_unit(pattern) == "postgresql.service"
+
+
+def test_profile_values_pass_the_options_own_checks():
+    for profile in presets.load_services().values():
+        for key, value in profile.defaults.items():
+            assert wwu_settings.profile_value(key, value) == value
+            assert wwu_settings.storable(key, value) == value
+
+
+def test_site_service_inherits_and_overrides(tmp_path):
+    directory, path = site(tmp_path, """
+        [service pg-replica]
+        inherit = postgresql
+        unit = postgresql@15-replica
+        [service postfix]
+        override = yes
+        check_protocol = smtp
+        unit = postfix@-.service
+        [preset lab]
+        inherit = harica
+    """)
+    services = presets.load_services(directory)
+    replica = services["pg-replica"]
+    assert replica.defaults["unit"] == "postgresql@15-replica.service"
+    assert replica.defaults["user"] == "postgres" and replica.strict_key_mode
+    assert services["postfix"].defaults["unit"] == "postfix@-.service"
+    assert services["postfix"].source == path
+    assert "lab" in presets.load_presets(directory)
+
+
+@pytest.mark.parametrize("text,words", [
+    ("[service x]\nunit = a;b\n", "key unit: 'a;b' is not a valid systemd unit"),
+    ("[service x]\naction = bounce\n", "key action: Unknown action 'bounce'"),
+    ("[service x]\ncheck_protocol = gopher\n", "key check_protocol: Unknown check"),
+    ("[service x]\ncopy_mode = 0644\n", "key copy_mode: Key copy mode"),
+    ("[service x]\nuser = a#b\n", "key user:"),
+    ("[service x]\nmode = nfs\n", "key mode: 'nfs' is neither acl nor copy"),
+    ("[service x]\ncolour = red\n", "key colour: unknown key"),
+    ("[service postgresql]\nuser = pg\n", "postgresql is a built-in service profile"),
+    ("[service x]\ninherit = nginx\n", "key inherit: 'nginx' is not a built-in"),
+])
+def test_site_service_errors_name_file_section_and_key(tmp_path, text, words):
+    directory, path = site(tmp_path, text)
+    with pytest.raises(PresetError) as failure:
+        presets.load_services(directory)
+    message = str(failure.value)
+    assert words in message and path in message and one_sentence(message), message
+
+
+def test_unknown_service_lists_the_profiles():
+    with pytest.raises(PresetError) as failure:
+        presets.get_service("nginx")
+    assert "postgresql" in str(failure.value) and one_sentence(str(failure.value))
+
+
+def _get(values):
+    return lambda key: values.get(key)
+
+
+def test_profile_defaults_and_explicit_options_win():
+    chosen = wwu_settings.Settings.from_options(_get({
+        "service": "postgresql", "user": "root", "check": "127.0.0.1:5432"}))
+    assert chosen.users == ("root",)  # explicit wins
+    assert chosen.action == "reload" and chosen.check_protocol == "postgres"
+    assert chosen.units[0].startswith("postgresql")
+    stored = chosen.to_values()
+    assert stored["service"] == "postgresql" and stored["check_protocol"] == "postgres"
+    again = wwu_settings.Settings.from_options(_get(stored))
+    assert again == chosen
+
+
+def test_profile_rule_refuses_a_group_readable_key_its_user_owns():
+    # root-owned 0640 is what PostgreSQL accepts: only a key its user owns
+    root_owned = wwu_settings.Settings.from_options(_get({
+        "service": "postgresql", "copy_to": "/etc/wwu-pg",
+        "copy_owner": "root:root", "copy_mode": "0640"}))
+    assert root_owned.copy_mode == 0o640
+    chosen = wwu_settings.Settings.from_options(_get({
+        "service": "postgresql", "copy_to": "/etc/wwu-pg"}))
+    assert (chosen.copy_owner, chosen.copy_mode) == (("postgres", ""), 0o600)
+    with pytest.raises(wwu_settings.SettingsError) as failure:
+        wwu_settings.Settings.from_options(_get({
+            "service": "postgresql", "copy_to": "/etc/wwu-pg",
+            "copy_owner": "postgres:postgres", "copy_mode": "0640"}))
+    message = str(failure.value)
+    assert "has group or world access" in message and "--wwu-acl-copy-mode 0600" in message
+
+
+def test_copy_profile_needs_a_copy_directory():
+    with pytest.raises(wwu_settings.SettingsError) as failure:
+        wwu_settings.Settings.from_options(_get({"service": "haproxy"}), "--")
+    assert "--copy-to DIR" in str(failure.value) and "combined" in str(failure.value)
+
+
+def test_root_reading_profile_needs_no_grant():
+    chosen = wwu_settings.Settings.from_options(_get({"service": "postfix"}))
+    assert chosen.users == () and chosen.units == ("postfix.service",)
+    with pytest.raises(wwu_settings.SettingsError):
+        wwu_settings.Settings.from_options(_get({"unit": "postfix"}))
+
+
+def test_check_protocol_and_p12_encryption_apply_only_where_they_mean_something():
+    with pytest.raises(wwu_settings.SettingsError) as failure:
+        wwu_settings.Settings.from_options(_get({"user": "root", "check_protocol": "smtp"}))
+    assert "--wwu-acl-check HOST:PORT" in str(failure.value)
+    with pytest.raises(wwu_settings.SettingsError) as failure:
+        wwu_settings.Settings.from_options(_get({"user": "root", "p12_encryption": "legacy"}))
+    assert "pkcs12" in str(failure.value)
+    with pytest.raises(wwu_settings.InvalidValue):
+        wwu_settings.option("check-protocol").type("gopher")
+    with pytest.raises(wwu_settings.InvalidValue) as failure:
+        wwu_settings.option("service").type("nginx")
+    assert "Unknown service profile" in str(failure.value)
+
+
+def test_presets_services_listing(capsys):
+    from certbot_wwu import cli
+    assert cli.main(["presets", "--services"]) == 0
+    out = capsys.readouterr().out
+    assert "postgresql" in out and "reload" in out and "combined root 0600" in out
+    assert cli.main(["presets", "--services", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {p["name"]: p for p in listed}["tomcat"]["options"]["p12_encryption"] == "modern"

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from certbot_wwu import cli, presets, register
+from certbot_wwu import accounts, certbot_host, cli, presets, register
 from certbot_wwu.register import RegisterError
 
 HARICA_URL = ("https://acme-v02.harica.gr/acme/"
@@ -33,14 +33,6 @@ def no_site_presets(monkeypatch, tmp_path):
     monkeypatch.setattr(presets, "DEFAULT_DIR", str(tmp_path / "absent"))
     for key in presets.ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
-
-
-@pytest.fixture
-def wired(monkeypatch):
-    """cli.main with the register subcommand, however cli.py is wired."""
-    if register.add_register not in cli.SUBCOMMANDS:
-        monkeypatch.setattr(cli, "SUBCOMMANDS",
-                            cli.SUBCOMMANDS + [register.add_register])
 
 
 def run(capsys, *argv):
@@ -160,7 +152,7 @@ def open_anonymous_files(directory):
 
 # --- the command line -------------------------------------------------------------
 
-def test_help(capsys, wired):
+def test_help(capsys):
     code, out, _ = run(capsys, "register", "--help")
     assert code == 0 and out.startswith("usage: certbot-wwu register")
     for option in ("--eab-kid", "--eab-hmac-key-file", "--email", "--force",
@@ -178,7 +170,7 @@ def test_parser_defaults():
 
 @pytest.mark.parametrize("argv", [["--eab-hmac-key", KEY], ["--eab-hmac-key=" + KEY]])
 def test_key_on_the_command_line_is_refused_without_repeating_it(
-        capsys, wired, tmp_path, argv):
+        capsys, tmp_path, argv):
     etc = tmp_path / "etc"
     code, out, err = run(capsys, "register", "--server", SERVER, "--eab-kid", KID,
                          "--email", "a@example.org", "--config-dir", str(etc), *argv)
@@ -220,7 +212,7 @@ BAD_INPUT = [
 
 
 @pytest.mark.parametrize("argv, fragment", BAD_INPUT)
-def test_bad_input_is_one_sentence_and_writes_nothing(capsys, wired, tmp_path, fake,
+def test_bad_input_is_one_sentence_and_writes_nothing(capsys, tmp_path, fake,
                                                        argv, fragment):
     etc = tmp_path / "etc"
     if "--certbot" not in argv:
@@ -243,7 +235,7 @@ def test_bad_input_is_one_sentence_and_writes_nothing(capsys, wired, tmp_path, f
     (KEY[:10] + "#" + KEY[10:], "contains characters other than"),
     ("A" * 5000, "is far too long"),
 ])
-def test_bad_key_files(capsys, wired, tmp_path, fake, text, fragment):
+def test_bad_key_files(capsys, tmp_path, fake, text, fragment):
     etc = tmp_path / "etc"
     code, out, err = run(capsys, "register", "--server", SERVER, "--eab-kid", KID,
                          "--eab-hmac-key-file", key_file(tmp_path, text),
@@ -253,7 +245,7 @@ def test_bad_key_files(capsys, wired, tmp_path, fake, text, fragment):
     assert not etc.exists()
 
 
-def test_unreadable_key_file(capsys, wired, tmp_path, fake):
+def test_unreadable_key_file(capsys, tmp_path, fake):
     etc = tmp_path / "etc"
     missing = str(tmp_path / "missing.txt")
     code, _, err = run(capsys, "register", "--server", SERVER, "--eab-kid", KID,
@@ -269,7 +261,7 @@ def test_unreadable_key_file(capsys, wired, tmp_path, fake):
     assert not etc.exists()
 
 
-def test_binary_key_file(capsys, wired, tmp_path, fake):
+def test_binary_key_file(capsys, tmp_path, fake):
     path = tmp_path / "hmac.bin"
     path.write_bytes(b"\xff\xfe" + KEY.encode())
     code, _, err = run(capsys, "register", "--server", SERVER, "--eab-kid", KID,
@@ -433,7 +425,7 @@ def test_without_o_tmpfile_on_shm_another_nameless_file(monkeypatch, tmp_path):
     assert os.listdir(str(tmp_path)) == []
 
 
-def test_no_nameless_file_anywhere_is_a_sentence(capsys, wired, fake, monkeypatch,
+def test_no_nameless_file_anywhere_is_a_sentence(capsys, fake, monkeypatch,
                                                  tmp_path):
     monkeypatch.setattr(register, "SHM_DIR", "/proc")
     monkeypatch.setattr(register.tempfile, "tempdir", "/sys")
@@ -468,22 +460,16 @@ def test_no_proxy_without_one_in_the_preset():
 def test_config_dir_from_cli_ini(monkeypatch, tmp_path):
     ini = tmp_path / "cli.ini"
     ini.write_text("# comment\nconfig-dir = /srv/le\nemail = a@example.org\n")
-    monkeypatch.setattr(register, "CERTBOT_CLI_INI", str(ini))
+    monkeypatch.setattr(certbot_host, "CERTBOT_CLI_INI", str(ini))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    assert register.certbot_config_dir() == "/srv/le"
-    user = tmp_path / "xdg" / "letsencrypt"
-    user.mkdir(parents=True)
-    (user / "cli.ini").write_text("config-dir=/home/x/le\n")
-    assert register.certbot_config_dir() == "/home/x/le"
-    monkeypatch.setattr(register, "CERTBOT_CLI_INI", str(tmp_path / "absent"))
-    (user / "cli.ini").write_text("")
-    assert register.certbot_config_dir() == "/etc/letsencrypt"
+    assert parse().config_dir == "/srv/le"
+    assert parse("--config-dir", "/x").config_dir == "/x"
 
 
 # --- existing accounts ------------------------------------------------------------
 
 def make_account(config_dir, server, account_id):
-    path = os.path.join(register.accounts_dir(config_dir, server), account_id)
+    path = os.path.join(accounts.accounts_dir(config_dir, server), account_id)
     os.makedirs(path)
     for name in ("meta.json", "regr.json", "private_key.json"):
         with open(os.path.join(path, name), "w") as f:
@@ -491,33 +477,7 @@ def make_account(config_dir, server, account_id):
     return path
 
 
-@pytest.mark.parametrize("server, path", [
-    ("https://127.0.0.1:14000/dir", "127.0.0.1:14000/dir"),
-    ("https://acme.sectigo.com/v2/OV", "acme.sectigo.com/v2/OV"),
-    (HARICA_URL, HARICA_URL[len("https://"):]),
-])
-def test_server_path_as_certbot_lays_it_out(server, path):
-    assert register.server_path(server) == path
-
-
-def test_existing_accounts(tmp_path):
-    etc = str(tmp_path)
-    assert register.existing_accounts(etc, SERVER) == []
-    make_account(etc, SERVER, "bbb")
-    make_account(etc, SERVER, "aaa")
-    os.makedirs(os.path.join(register.accounts_dir(etc, SERVER), "empty"))
-    make_account(etc, "https://acme.example.org:14000/other", "ccc")
-    assert register.existing_accounts(etc, SERVER) == ["aaa", "bbb"]
-
-
-def test_lets_encrypt_v01_accounts_count(tmp_path):
-    etc = str(tmp_path)
-    make_account(etc, "https://acme-v01.api.letsencrypt.org/directory", "old")
-    assert register.existing_accounts(
-        etc, "https://acme-v02.api.letsencrypt.org/directory") == ["old"]
-
-
-def test_existing_account_stops_before_certbot(capsys, wired, fake, tmp_path):
+def test_existing_account_stops_before_certbot(capsys, fake, tmp_path):
     make_account(fake.config_dir, SERVER, "0ld")
     code, out, err = run(capsys, *fake.argv())
     assert code == 1 and out == ""
@@ -530,7 +490,7 @@ def test_existing_account_stops_before_certbot(capsys, wired, fake, tmp_path):
 
 # --- running (a fake) certbot -----------------------------------------------------
 
-def test_register_passes_the_key_in_a_private_config_file(capsys, wired, fake, shm):
+def test_register_passes_the_key_in_a_private_config_file(capsys, fake, shm):
     code, out, err = run(capsys, *fake.argv())
     assert code == 0, err
     record = fake.record()
@@ -546,13 +506,13 @@ def test_register_passes_the_key_in_a_private_config_file(capsys, wired, fake, s
     assert os.listdir(str(shm)) == [] and open_anonymous_files(shm) == []
     assert record["env"] == {}
     assert out.startswith("Registered account 0123abcd for {} in {}.\n".format(
-        SERVER, os.path.join(register.accounts_dir(fake.config_dir, SERVER),
+        SERVER, os.path.join(accounts.accounts_dir(fake.config_dir, SERVER),
                              "0123abcd")))
     assert "key id {} are now used up".format(KID) in out
     assert KEY not in out + err
 
 
-def test_failure_removes_the_config_file_and_translates(capsys, wired, fake, shm,
+def test_failure_removes_the_config_file_and_translates(capsys, fake, shm,
                                                        monkeypatch):
     monkeypatch.setenv("FAKE_FAIL", PEBBLE_58_UNKNOWN_KID)
     code, out, err = run(capsys, *fake.argv())
@@ -563,14 +523,14 @@ def test_failure_removes_the_config_file_and_translates(capsys, wired, fake, shm
     assert os.listdir(str(shm)) == [] and open_anonymous_files(shm) == []
 
 
-def test_certbot_output_never_repeats_the_key(capsys, wired, fake, shm, monkeypatch):
+def test_certbot_output_never_repeats_the_key(capsys, fake, shm, monkeypatch):
     monkeypatch.setenv("FAKE_FAIL", "Something odd about " + KEY + "\n")
     code, _, err = run(capsys, *fake.argv())
     assert code == 1 and KEY not in err
     assert "certbot could not register: Something odd about ***." in err
 
 
-def test_interrupt_removes_the_config_file(capsys, wired, fake, shm, monkeypatch):
+def test_interrupt_removes_the_config_file(capsys, fake, shm, monkeypatch):
     seen = []
 
     def interrupted(argv, env, pass_fds=()):
@@ -588,9 +548,7 @@ def test_interrupt_removes_the_config_file(capsys, wired, fake, shm, monkeypatch
 
 DRIVER = textwrap.dedent("""\
     import sys
-    from certbot_wwu import cli, register
-    if register.add_register not in cli.SUBCOMMANDS:
-        cli.SUBCOMMANDS.append(register.add_register)
+    from certbot_wwu import cli
     sys.exit(cli.main())
     """)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -707,7 +665,7 @@ def gone(pid):
         return True
 
 
-def test_proxy_reaches_certbot(capsys, wired, fake, tmp_path, monkeypatch):
+def test_proxy_reaches_certbot(capsys, fake, tmp_path, monkeypatch):
     presets_dir = tmp_path / "presets.d"
     presets_dir.mkdir()
     (presets_dir / "site.conf").write_text(textwrap.dedent("""\
@@ -722,7 +680,7 @@ def test_proxy_reaches_certbot(capsys, wired, fake, tmp_path, monkeypatch):
     assert fake.record()["env"]["https_proxy"] == PROXY
 
 
-def test_force_adds_an_account_next_to_the_existing_one(capsys, wired, fake,
+def test_force_adds_an_account_next_to_the_existing_one(capsys, fake,
                                                         monkeypatch):
     make_account(fake.config_dir, SERVER, "0ld")
     monkeypatch.setenv("FAKE_ID", "n3w")
@@ -732,18 +690,18 @@ def test_force_adds_an_account_next_to_the_existing_one(capsys, wired, fake,
     workspace = record["argv"][record["argv"].index("--config-dir") + 1]
     assert os.path.dirname(workspace) == fake.config_dir
     assert not os.path.exists(workspace)
-    assert register.existing_accounts(fake.config_dir, SERVER) == ["0ld", "n3w"]
+    assert accounts.existing_accounts(fake.config_dir, SERVER) == ["0ld", "n3w"]
     assert sorted(os.listdir(fake.config_dir)) == ["accounts"]
     assert "--account n3w" in out and "next to account 0ld" in out
 
 
-def test_force_failure_leaves_no_workspace(capsys, wired, fake, monkeypatch):
+def test_force_failure_leaves_no_workspace(capsys, fake, monkeypatch):
     make_account(fake.config_dir, SERVER, "0ld")
     monkeypatch.setenv("FAKE_FAIL", "Boom\n")
     code, _, err = run(capsys, *fake.argv("--force"))
     assert code == 1 and "certbot could not register: Boom." in err
     assert sorted(os.listdir(fake.config_dir)) == ["accounts"]
-    assert register.existing_accounts(fake.config_dir, SERVER) == ["0ld"]
+    assert accounts.existing_accounts(fake.config_dir, SERVER) == ["0ld"]
 
 
 # --- certbot's errors -------------------------------------------------------------

@@ -343,3 +343,25 @@ def test_stored_values_are_read_without_interpolation(tmp_path):
     installer, values = renewalconf.stored(str(path))
     assert installer == "wwu-acl"
     assert values == {"user": "%()s", "unit": "%(name)s"}
+
+
+def test_stored_on_a_conf_that_is_not_utf8_is_one_sentence(tmp_path):
+    """Found merging status's reader into renewalconf: stored() let the
+    UnicodeDecodeError of a Latin-1 conf through (a traceback in 'certbot-wwu
+    attach' and the installer); status's copy caught it. One reader now."""
+    path = tmp_path / "renewal" / "unit.conf"
+    path.parent.mkdir()
+    path.write_bytes(b"[renewalparams]\ninstaller = wwu-acl\nwwu_acl_user = m\xfcller\n")
+    with pytest.raises(LineageError, match="Cannot parse the renewal configuration"):
+        renewalconf.stored(str(path))
+
+
+def test_param_keys_and_settings_restore_as_certbot_does(tmp_path):
+    text = ("version = 2.0\n[renewalparams]\n# wwu_acl_user = x\ninstaller = wwu-acl\n"
+            "wwu_acl_user = root\nwwu_acl_copy_to = None\n[[webroot_map]]\na = b\n")
+    assert renewalconf.param_keys(text) == ["installer", "wwu_acl_user", "wwu_acl_copy_to"]
+    path = tmp_path / "unit.conf"
+    path.write_text(text)
+    values = renewalconf.params(str(path))
+    assert renewalconf.options(values) == {"user": "root", "copy_to": None}
+    assert list(renewalconf.settings(values).users) == ["root"]

@@ -1,4 +1,6 @@
-"""certbot_wwu.service with the recording systemctl stand-in (DESIGN §6)."""
+"""certbot_wwu.service with the recording systemctl stand-in (DESIGN §6): the
+argv it builds. What systemd does with them (actions, CanReload, units that
+die in the settle window) is tested against a real systemd in tests/systemd/."""
 import logging
 import os
 
@@ -6,7 +8,7 @@ import pytest
 
 from certbot_wwu import service
 from certbot_wwu.errors import ServiceError, SettingsError
-from certbot_wwu.settings import ACTIONS
+from certbot_wwu.settings import ACTIONS, Settings, settle_seconds
 
 
 
@@ -14,7 +16,39 @@ from certbot_wwu.settings import ACTIONS
 def test_action_argv_is_recorded(recorder, action):
     service.reload_unit("web", action)
     assert recorder.calls() == ["{} web.service".format(action),
-                                "is-active web.service"]
+                                "is-active web.service",
+                                "show -p ActiveState,MainPID web.service"]
+
+
+def test_no_settle_window_asks_nothing_more(recorder):
+    service.reload_unit("web", "restart", settle_window=0)
+    assert recorder.calls() == ["restart web.service", "is-active web.service"]
+
+
+def test_try_action_on_an_inactive_unit_does_not_settle(recorder):
+    recorder.fail("web.service", "inactive")
+    service.reload_unit("web", "try-restart")
+    assert recorder.calls() == ["try-restart web.service", "is-active web.service"]
+
+
+@pytest.mark.parametrize("value,expected", [
+    (None, 2.0), ("", 2.0), ("0", 0.0), ("0.5", 0.5), (3, 3.0), ("600", 600.0)])
+def test_settle_values(value, expected):
+    assert settle_seconds(value) == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "601", "nan", "inf", "soon", True])
+def test_bad_settle_values_are_one_sentence(value):
+    with pytest.raises(SettingsError, match="is not a number of seconds from 0 to 600"):
+        settle_seconds(value)
+
+
+def test_settle_survives_the_renewal_conf():
+    chosen = Settings.from_options({"user": "root", "settle": "0.5"}.get)
+    assert chosen.settle == 0.5 and chosen.to_values()["settle"] == "0.5"
+    again = Settings.from_options(chosen.to_values().get)
+    assert again == chosen
+    assert "settle" not in Settings.from_options({"user": "root"}.get).to_values()
 
 
 def test_unit_names_are_completed_and_kept(recorder):

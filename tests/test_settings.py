@@ -229,7 +229,7 @@ def test_from_options_none_values_with_a_user():
 def test_to_values_round_trip(original):
     values = original.to_values()
     assert all(isinstance(v, str) and v for v in values.values())
-    assert set(values) <= {name for name, _ in settings.OPTIONS}
+    assert set(values) <= {o.key for o in settings.OPTION_TABLE}
     assert Settings.from_options(values.get) == original
 
 

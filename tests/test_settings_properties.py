@@ -22,20 +22,27 @@ def noisy(strategy):
         lambda t: t[0] + t[1] if t[2] else t[1] + t[0]))
 
 
-NAMES_LIST = st.lists(st.one_of(NAME, st.sampled_from(["None", "True", "False"])),
-                      min_size=1, max_size=3).map(",".join)
+#: accounts every Debian host has: the options' types check that they exist
+USER = st.sampled_from(["root", "daemon", "bin", "sys", "nobody"])
+GROUP = st.sampled_from(["root", "daemon", "bin", "sys", "nogroup"])
+
+
+def names_list(names):
+    return st.one_of(st.lists(names, min_size=1, max_size=3).map(",".join),
+                     st.sampled_from(["None", "True", "False"]))
 PATH = st.lists(st.text(alphabet="abcxyz019-_.,:@%()$ ", min_size=1, max_size=6),
                 min_size=1, max_size=3).map(lambda parts: "/" + "/".join(parts))
 RAW = st.fixed_dictionaries({}, optional={
-    "user": noisy(NAMES_LIST),
-    "group": noisy(NAMES_LIST),
+    "user": noisy(names_list(USER)),
+    "group": noisy(names_list(GROUP)),
     "unit": noisy(st.sampled_from(["nginx", "web@a.service", "db.socket",
                                    "x\\x2d.timer"])),
     "action": st.sampled_from(list(settings.ACTIONS)),
     "timeout": st.integers(1, 3600).map(str),
     "check": st.sampled_from(["localhost:443", "[::1]:8443", "h.example:1"]),
     "copy_to": noisy(PATH),
-    "copy_owner": st.one_of(NAME, st.tuples(NAME, NAME).map(":".join)),
+    "copy_owner": st.one_of(USER, st.tuples(USER, st.sampled_from(
+        ["root", "daemon", "nogroup"])).map(":".join)),
     "copy_mode": st.sampled_from(["0600", "640", "0400"]),
     "copy_formats": st.sampled_from(["pem", "pem,combined", "pkcs12", "combined"]),
     "p12_password_file": noisy(PATH),

@@ -1,7 +1,6 @@
 """certbot-wwu status on a real lineage, real users, real ACLs: every check,
 every exit code, and that nothing changes (the config dir is compared with a
 snapshot of modes, owners, ACLs and contents before and after)."""
-import argparse
 import datetime
 import fcntl
 import grp
@@ -11,49 +10,25 @@ import shutil
 import pwd
 import re
 import subprocess
-import sys
 
 import pytest
 
 from certbot_wwu import deploy, grants, renewalconf, status, timer
-from certbot_wwu.errors import CopyError, WwuError
+from certbot_wwu.cli import main
+from certbot_wwu.errors import CopyError
 from certbot_wwu.lineage import Lineage
 from certbot_wwu.presets import proxy_environment
 from certbot_wwu.settings import Settings
+from tests.conftest import needs_root
 from tests.e2e.snapshot import snapshot
 from tests.support.host import KEY_GROUP, OTHER_USER, READER_GROUP, SERVICE_USER
 from tests.support.pebble import free_port
 from tests.test_timer import make_root
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0,
-                                reason="needs root (real users and ACLs)")
-
 SVC_WEB = Settings(users=[SERVICE_USER], units=["web.service"])
 
 
 # --- helpers (the e2e tests use them too) ---------------------------------------
-
-def build_parser():
-    """As cli.build_parser does, with status as the only subcommand."""
-    parser = argparse.ArgumentParser(prog="certbot-wwu")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    subparsers.required = True
-    status.add_status(subparsers)
-    return parser
-
-
-def main(argv):
-    """What cli.main does with a handler: WwuError -> one line, exit 1."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:
-        return exit_.code
-    try:
-        return args.func(args)
-    except WwuError as err:
-        print("certbot-wwu: {}".format(err), file=sys.stderr)
-        return 1
-
 
 def timer_root(base, enabled=True, distro="debian"):
     """A system tree whose renewal timer is installed (and enabled)."""
@@ -271,6 +246,18 @@ def test_leftover_default_entries_are_named(lineage, run, run_json):
     assert code == 0, out
 
 
+def test_recipe_grants_on_an_old_key_are_named(lineage, run_json):
+    deploy_and_act(lineage)
+    old_key = lineage.archive_file("privkey", 1)
+    setfacl("-m", "u:{}:r".format(OTHER_USER), old_key)
+    code, doc = run_json()
+    assert code == 1
+    found = [m for i, s, m in items(doc, "unit") if i == "old-key-acl"]
+    assert found == ["the manual recipe left {}: ACL entries for user {} on an older "
+                     "version (setfacl -R); 'certbot-wwu attach --cert-name unit "
+                     "--take-over' removes it".format(old_key, OTHER_USER)]
+
+
 def test_leftovers_on_a_lineage_without_the_installer(lineage, run_json):
     """The manual recipe's lineage: every named entry is nobody's config."""
     key = lineage.archive_file("privkey", 2)
@@ -418,6 +405,9 @@ def test_missing_live_files(lineage, run_json):
 
 @pytest.fixture
 def copy_dir(scratch):
+    """A copy directory whose parent exists (copies.py makes only the last
+    level)."""
+    os.makedirs(os.path.join(scratch, "copies"))
     return os.path.join(scratch, "copies", "web")
 
 
@@ -584,11 +574,19 @@ def test_live_root_asks_systemctl_and_says_when_it_cannot_tell(
     assert [a for a in doc["attention"] if "timer" in a] == []
 
 
-def test_enabled_state_from_systemctl(monkeypatch):
+def test_enabled_state_from_systemctl(monkeypatch, tmp_path):
+    """The exit status and last line of a real 'systemctl is-enabled' (a
+    script first on PATH that answers as systemd would) decide."""
     answers = {"enabled": (0, "enabled"), "disabled": (1, "disabled"),
                "odd": (1, "Failed to get unit file state: Connection refused")}
-    for name, answer in answers.items():
-        monkeypatch.setattr(status.service, "_run", lambda argv, a=answer: a)
+    path = os.environ.get("PATH", "")
+    for name, (code, text) in answers.items():
+        bin_dir = tmp_path / name
+        bin_dir.mkdir()
+        script = bin_dir / "systemctl"
+        script.write_text("#!/bin/sh\necho '{}'\nexit {}\n".format(text, code))
+        script.chmod(0o755)
+        monkeypatch.setenv("PATH", str(bin_dir) + os.pathsep + path)
         enabled, how = status.timer_enabled("certbot.timer", "/")
         assert enabled == {"enabled": True, "disabled": False, "odd": None}[name]
         if name == "odd":
@@ -690,7 +688,7 @@ def test_check_ca_unreachable_server(lineage, run_json, pebble_env):
 def test_unknown_cert_name_is_one_line(lineage, run):
     code, out, err = run("--cert-name", "nope")
     assert code == 1 and out == ""
-    assert err.startswith("certbot-wwu: There is no certificate named 'nope'")
+    assert err.startswith("certbot-wwu: There is no certificate nope in ")
     assert err.count("\n") == 1
 
 
@@ -712,6 +710,7 @@ def test_usage_errors_exit_2(lineage, run, argv):
     assert code == 2 and "usage:" in err
 
 
+@needs_root  # status refuses to run without root
 def test_no_lineages(tmp_path, recorder, root, capsys):
     os.makedirs(str(tmp_path / "le" / "renewal"))
     code = main(["status", "--config-dir", str(tmp_path / "le"), "--root", root])

@@ -5,10 +5,11 @@ its argv (the shared tests/support one knows no 'enable', see Systemctl).
 """
 import os
 import stat
+import sys
 
 import pytest
 
-from certbot_wwu import timer
+from certbot_wwu import certbot_host, timer
 from certbot_wwu.presets import proxy_environment
 from certbot_wwu.timer import TimerError
 
@@ -397,7 +398,7 @@ def test_pip_without_proxy_keeps_the_timer(tmp_path):
     assert status["units_installed"] and not status["configured"]
 
 
-@pytest.mark.parametrize("path", timer.CERTBOT_PATHS)
+@pytest.mark.parametrize("path", certbot_host.CERTBOT_PATHS)
 def test_pip_finds_certbot(tmp_path, path):
     root = make_root(tmp_path, "pip", certbot=False)
     _touch(root, path.lstrip("/"), 0o755)
@@ -406,9 +407,22 @@ def test_pip_finds_certbot(tmp_path, path):
         root, "/etc/systemd/system/certbot-renew.service")
 
 
-def test_pip_finds_certbot_in_path_on_the_live_system(monkeypatch):
-    monkeypatch.setattr(timer.shutil, "which", lambda name: "/opt/venv/bin/certbot")
-    assert timer.find_certbot("/") == "/opt/venv/bin/certbot"
+def test_pip_finds_certbot_in_path_on_the_live_system(monkeypatch, tmp_path):
+    """On the live system: the certbot next to this Python (the one the
+    plugin is installed for), else the one on PATH."""
+    python = tmp_path / "venv" / "bin" / "python3"
+    python.parent.mkdir(parents=True)
+    on_path = tmp_path / "path" / "certbot"
+    on_path.parent.mkdir()
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert timer.pip_certbot("/") == str(on_path)
+    beside = python.parent / "certbot"
+    beside.write_text("#!/bin/sh\n")
+    beside.chmod(0o755)
+    assert timer.pip_certbot("/") == str(beside)
 
 
 def test_pip_without_certbot_writes_nothing(tmp_path):

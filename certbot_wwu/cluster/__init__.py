@@ -24,7 +24,7 @@ theirs.
 """
 from certbot_wwu.cluster.accounts import (
     EXPORT_FORMAT, Account, export_account, find_account, import_account, read_export,
-    server_path, share_account)
+    share_account)
 from certbot_wwu.cluster.config import ClusterConfig, ClusterError, Peer, load_config, \
     parse_target
 from certbot_wwu.cluster.pushing import (
@@ -40,6 +40,6 @@ __all__ = [
     "Transport", "check", "current_run", "export_account", "failed_error",
     "find_account", "has_deploy_settings", "import_account", "load_config",
     "load_record", "new_run", "parse_target", "peer_renewal_conf", "printable",
-    "push", "push_lineage", "read_export", "server_path", "share_account",
+    "push", "push_lineage", "read_export", "share_account",
     "stage_lineage",
 ]

@@ -19,7 +19,10 @@ import tarfile
 import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
 
+from certbot_wwu import accounts
+from certbot_wwu.accounts import ACCOUNT_FILES, Account
 from certbot_wwu.cluster.config import ClusterConfig, ClusterError, Peer
 from certbot_wwu.cluster.staging import copy_file, mkdirs, private_dir
 from certbot_wwu.cluster.transport import (
@@ -27,76 +30,34 @@ from certbot_wwu.cluster.transport import (
 
 _ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
 _SERVER_PATH = re.compile(r"^[A-Za-z0-9._~:@+-]+(/[A-Za-z0-9._~:@+-]+)*\Z")
-ACCOUNT_FILES = ("meta.json", "private_key.json", "regr.json")
 EXPORT_FORMAT = "certbot-wwu account export 1"
 README_NAME = "README.txt"
 MANIFEST_NAME = "certbot-wwu-account.json"
 
 
-def server_path(server: str) -> str:
-    """certbot's directory under accounts/ for a server URL (host[:port]/path)."""
-    from urllib.parse import urlsplit
+def checked_server_path(server: str) -> str:
+    """certbot's server path (accounts.server_path) of an https:// directory
+    URL, refused unless every part is a plain name: it reaches a peer's
+    shell and rsync."""
     parts = urlsplit(server.strip())
-    path = (parts.netloc + parts.path).rstrip("/")
-    if parts.scheme.lower() != "https" or not parts.netloc or not _SERVER_PATH.match(path) \
-            or any(p in (".", "..") for p in path.split("/")):
+    path = accounts.server_path(server.strip())
+    bare = path.rstrip("/")  # certbot keeps a trailing slash
+    if parts.scheme.lower() != "https" or not parts.netloc or not _SERVER_PATH.match(bare) \
+            or any(p in (".", "..") for p in bare.split("/")):
         raise ClusterError("{!r} is not an https:// ACME directory URL that certbot "
                            "can keep an account for.".format(server))
     return path
 
 
-class Account(object):
-    def __init__(self, config_dir: str, server: str, path: str, account_id: str) -> None:
-        self.config_dir = config_dir
-        self.server = server
-        self.server_path = path
-        self.id = account_id
-
-    @property
-    def relative(self) -> str:
-        return "accounts/{}/{}".format(self.server_path, self.id)
-
-    @property
-    def directory(self) -> str:
-        return os.path.join(self.config_dir, self.relative)
-
-
-def _account_ids(directory: str) -> List[str]:
-    try:
-        return sorted(e for e in os.listdir(directory)
-                      if os.path.isdir(os.path.join(directory, e)))
-    except OSError:
-        return []
-
-
 def find_account(config_dir: str, server: str,
                  account_id: Optional[str] = None) -> Account:
-    """The account certbot keeps for ``server``; --account when it has several."""
-    path = server_path(server)
-    directory = os.path.join(config_dir, "accounts", path)
-    ids = _account_ids(directory)
-    if account_id is not None:
-        if account_id not in ids:
-            raise ClusterError("There is no account {} for {} in {}{}.".format(
-                account_id, server, directory,
-                " (there is {})".format(", ".join(ids)) if ids else ""))
-        chosen = account_id
-    elif not ids:
-        raise ClusterError("There is no account for {} in {}; register one first "
-                           "(certbot-wwu register or certbot register).".format(
-                               server, directory))
-    elif len(ids) > 1:
-        raise ClusterError("There are {} accounts for {} ({}); choose one with "
-                           "--account ID.".format(len(ids), server, ", ".join(ids)))
-    else:
-        chosen = ids[0]
-    if not _ACCOUNT_ID.match(chosen):
-        raise ClusterError("Account directory {} has an unexpected name.".format(chosen))
-    account = Account(config_dir, server, path, chosen)
-    for name in ACCOUNT_FILES:
-        if not os.path.isfile(os.path.join(account.directory, name)):
-            raise ClusterError("Account {} is incomplete: {} is missing.".format(
-                account.directory, name))
+    """The account certbot keeps for ``server`` (accounts.find_account),
+    with a server URL and an id that may go to a peer."""
+    checked_server_path(server)
+    account = accounts.find_account(config_dir, server.strip(), account_id)
+    if not _ACCOUNT_ID.match(account.id):
+        raise ClusterError("Account directory {} has an unexpected name.".format(
+            account.directory))
     return account
 
 
@@ -119,6 +80,14 @@ def stage_account(account: Account, workdir: str) -> str:
     return stage
 
 
+#: the peer's accounts for a server by the rule of accounts.account_ids: a
+#: directory that is not hidden and holds the three files certbot opens
+_LIST_SCRIPT = ('d={}; if [ -d "$d" ]; then for e in "$d"/*; do '
+                'if [ -f "$e/meta.json" ] && [ -f "$e/private_key.json" ] '
+                '&& [ -f "$e/regr.json" ]; then printf "%s\\n" "${{e##*/}}"; fi; '
+                'done; fi; echo end')
+
+
 def share_account(config: ClusterConfig, account: Account, specs: Sequence[str],
                   force: bool = False) -> List[Outcome]:
     """Copy one account to each peer (never anything else from accounts/)."""
@@ -139,9 +108,9 @@ def _share_one(transport: Transport, peer: Peer, account: Account, stage: str,
                force: bool) -> Outcome:
     config = transport.config
     transport.connect(peer)
-    directory = os.path.join(config.config_dir, "accounts", account.server_path)
-    script = 'd={}; if [ -d "$d" ]; then ls -1A -- "$d/"; fi; echo end'.format(
-        shlex.quote(directory))
+    directory = os.path.join(config.config_dir, account.relative, os.pardir)
+    directory = os.path.normpath(directory)
+    script = _LIST_SCRIPT.format(shlex.quote(directory))
     result = transport.ssh(peer, ["sh", "-c", script], timeout=config.connect_timeout + 60)
     if result.code != 0 or not result.out.splitlines() \
             or result.out.splitlines()[-1] != "end":
@@ -261,15 +230,23 @@ def read_export(path: str) -> Tuple[Dict[str, str], Dict[str, bytes]]:
             members[member.name] = tar.extractfile(member).read()
     try:
         manifest = json.loads(members.pop(MANIFEST_NAME).decode("utf-8"))
-        assert manifest["format"] == EXPORT_FORMAT
+        if manifest["format"] != EXPORT_FORMAT:  # not assert: -O would drop it
+            raise ValueError(manifest["format"])
         members.pop(README_NAME)
-        prefix = "accounts/{}/{}/".format(manifest["server_path"], manifest["account_id"])
-    except (KeyError, ValueError, AssertionError, TypeError, AttributeError):
+        server, account_id = str(manifest["server"]), str(manifest["account_id"])
+        stored_path = str(manifest["server_path"])
+    except (KeyError, ValueError, TypeError, AttributeError):
         raise ClusterError("{} is not a certbot-wwu account export (no valid {}).".format(
             path, MANIFEST_NAME))
-    if not _ACCOUNT_ID.match(str(manifest["account_id"])) or \
-            server_path(manifest["server"]) != manifest["server_path"]:
+    # older exports stripped a trailing slash from server_path
+    try:
+        valid = (_ACCOUNT_ID.match(account_id) and os.path.normpath(
+            checked_server_path(server)) == os.path.normpath(stored_path))
+    except ClusterError:
+        valid = False
+    if not valid:
         raise ClusterError("{} names an invalid account or server.".format(path))
+    prefix = Account("", server, account_id).relative + "/"
     files = {}
     for name, data in members.items():
         if not name.startswith(prefix) or name[len(prefix):] not in ACCOUNT_FILES:
@@ -287,16 +264,23 @@ def read_export(path: str) -> Tuple[Dict[str, str], Dict[str, bytes]]:
     return manifest, files
 
 
+def _holds(path: str, data: bytes) -> bool:
+    """Whether the file ``path`` holds exactly ``data``."""
+    try:
+        with open(path, "rb") as f:
+            return f.read() == data
+    except OSError:
+        return False
+
+
 def import_account(path: str, config_dir: str, force: bool = False) -> str:
     """Install an export's account under ``config_dir``; one line of report."""
     manifest, files = read_export(path)
-    account = Account(config_dir, manifest["server"], manifest["server_path"],
-                      manifest["account_id"])
+    account = Account(config_dir, manifest["server"], manifest["account_id"])
     parent = os.path.dirname(account.directory)
-    others = [i for i in _account_ids(parent) if i != account.id]
+    others = [i for i in accounts.account_ids(parent) if i != account.id]
     if os.path.isdir(account.directory):
-        same = all(os.path.isfile(os.path.join(account.directory, n)) and
-                   open(os.path.join(account.directory, n), "rb").read() == files[n]
+        same = all(_holds(os.path.join(account.directory, n), files[n])
                    for n in ACCOUNT_FILES)
         if same and not others:
             return "account {} for {} is already in {}".format(
@@ -318,7 +302,11 @@ def import_account(path: str, config_dir: str, force: bool = False) -> str:
     if not os.path.isdir(config_dir):
         os.makedirs(config_dir, 0o755)
     mkdirs(config_dir, "/".join(relative[:-1]), (0o700,) * (len(relative) - 1))
-    tmp = tempfile.mkdtemp(prefix="." + account.id + ".", dir=parent)
+    # written and swapped in accounts/ itself: never inside the server's
+    # directory, where certbot (and find_account) would take a leftover of a
+    # killed import for a second account
+    top = os.path.join(config_dir, accounts.ACCOUNTS_DIR)
+    tmp = tempfile.mkdtemp(prefix="." + account.id + ".", dir=top)
     try:
         for name in ACCOUNT_FILES:
             mode = 0o400 if name == "private_key.json" else 0o644
@@ -331,7 +319,8 @@ def import_account(path: str, config_dir: str, force: bool = False) -> str:
             os.chmod(os.path.join(tmp, name), mode)
         os.chmod(tmp, 0o700)
         if os.path.isdir(account.directory):
-            old = account.directory + ".old-" + time.strftime("%Y%m%dT%H%M%S")
+            old = tempfile.mkdtemp(prefix="." + account.id + ".old-", dir=top)
+            os.rmdir(old)  # a fresh name for the rename
             os.rename(account.directory, old)
             os.rename(tmp, account.directory)
             shutil.rmtree(old, ignore_errors=True)

@@ -15,15 +15,15 @@ Every value is checked here, once: what reaches ssh and rsync later is
 either a checked word or one the product sets itself (transport.py).
 """
 import configparser
-import ipaddress
 import os
 import re
 import shlex
 import socket
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from certbot_wwu import presets
-from certbot_wwu.errors import WwuError
+from certbot_wwu import certbot_host, presets
+from certbot_wwu.addresses import parse_target, port_number, split_target, user_name
+from certbot_wwu.errors import SettingsError, WwuError
 
 class ClusterError(WwuError):
     """The cluster configuration is wrong, or a peer could not be brought up
@@ -35,7 +35,6 @@ class ClusterError(WwuError):
 SECTION = "cluster"
 PEERS_SECTION = "cluster peers"
 DEFAULT_KNOWN_HOSTS = "/etc/certbot-wwu/known_hosts"
-DEFAULT_CONFIG_DIR = "/etc/letsencrypt"
 DEFAULT_REMOTE_COMMAND = "certbot-wwu"
 SHARE_CHOICES = ("certificates", "account")
 
@@ -94,40 +93,12 @@ _ALLOWED_SSH_OPTIONS = (
     "RequiredRSASize", "ServerAliveCountMax", "ServerAliveInterval", "TCPKeepAlive")
 _ALLOWED = {name.lower() for name in _ALLOWED_SSH_OPTIONS}
 
-_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@/-]*\Z")
 #: Option=value; no quotes or backslashes (rsync's -e and ssh split on them)
 _SSH_OPTION = re.compile(r"^([A-Za-z][A-Za-z0-9]*)=([A-Za-z0-9@._+,:/%^*=~-]"
                          r"[A-Za-z0-9@._+,:/%^*=~ -]*)\Z")
 _BAD = re.compile(r"[\x00-\x1f\x7f]")
-_TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]*\]|[^:\[\]@\s]+)"
-                     r"(?::(?P<port>[^:]*))?\Z")
-
-
-def _host(value: str) -> str:
-    """A host name, IPv4 address or bracketed IPv6 address; ValueError if not."""
-    if value.startswith("["):
-        try:
-            return "[{}]".format(ipaddress.IPv6Address(value[1:-1]))
-        except ValueError:
-            raise ValueError("{!r} is not an IPv6 address in brackets".format(value))
-    try:
-        return str(ipaddress.IPv4Address(value))
-    except ValueError:
-        pass
-    labels = value.rstrip(".").split(".")
-    if not value or not all(_LABEL.match(label) for label in labels) \
-            or labels[-1].isdigit():
-        raise ValueError("{!r} is not a host name or address".format(value))
-    return value.rstrip(".").lower()
-
-
-def _port(value: str) -> int:
-    if not value.strip().isdigit() or not 0 < int(value) < 65536:
-        raise ValueError("{!r} is not a port number from 1 to 65535".format(value))
-    return int(value)
 
 
 class Peer(object):
@@ -154,21 +125,6 @@ class Peer(object):
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Peer) and self.key == other.key
-
-
-def parse_target(value: str, default_user: str = "root",
-                 default_port: int = 22) -> Tuple[str, str, int]:
-    """``[user@]host[:port]`` -> (user, host, port); ValueError if not."""
-    match = _TARGET.match(value.strip()) if isinstance(value, str) else None
-    if not match:
-        raise ValueError("{!r} is not [user@]host[:port]".format(value))
-    user = match.group("user") or default_user
-    if not _USER.match(user):
-        raise ValueError("{!r} has the user name {!r}, which is not valid".format(
-            value, user))
-    host = _host(match.group("host"))
-    port = default_port if match.group("port") is None else _port(match.group("port"))
-    return user, host, port
 
 
 def _path(value: str, what: str = "path") -> str:
@@ -218,20 +174,12 @@ def _ssh_options(value: str) -> List[str]:
     return options
 
 
-def _seconds(low: int, high: int):
+def _number(low: int, high: int, what: str = "a whole number"):
+    """A check for a whole number from ``low`` to ``high``."""
     def check(value: str) -> int:
         if not value.strip().isdigit() or not low <= int(value) <= high:
-            raise ValueError("{!r} is not a number of seconds from {} to {}".format(
-                value, low, high))
-        return int(value)
-    return check
-
-
-def _count(low: int, high: int):
-    def check(value: str) -> int:
-        if not value.strip().isdigit() or not low <= int(value) <= high:
-            raise ValueError("{!r} is not a whole number from {} to {}".format(
-                value, low, high))
+            raise ValueError("{!r} is not {} from {} to {}".format(
+                value, what, low, high))
         return int(value)
     return check
 
@@ -244,12 +192,6 @@ def _share(value: str) -> Tuple[str, ...]:
     return tuple(items)
 
 
-def _user(value: str) -> str:
-    if not _USER.match(value.strip()):
-        raise ValueError("{!r} is not a user name".format(value))
-    return value.strip()
-
-
 def _origin_name(value: str) -> str:
     if not _NAME.match(value.strip()):
         raise ValueError("{!r} is not a name of letters, digits, '.', '_' and "
@@ -258,20 +200,20 @@ def _origin_name(value: str) -> str:
 
 
 _CHECKS = {
-    "ssh_user": _user,
-    "ssh_port": _port,
+    "ssh_user": user_name,
+    "ssh_port": port_number,
     "ssh_identity": lambda v: _path(v, "file name"),
     "ssh_options": _ssh_options,
     "known_hosts": lambda v: _path(v, "file name"),
-    "connect_timeout": _seconds(1, 300),
-    "command_timeout": _seconds(10, 86400),
+    "connect_timeout": _number(1, 300, "a number of seconds"),
+    "command_timeout": _number(10, 86400, "a number of seconds"),
     "remote_command": _command,
     "rsync_path": _command,
     "sudo": presets.parse_boolean,
     "config_dir": lambda v: _path(v, "directory"),
     "share": _share,
     "name": _origin_name,
-    "parallel": _count(1, MAX_PARALLEL),
+    "parallel": _number(1, MAX_PARALLEL),
 }
 
 
@@ -295,7 +237,8 @@ class ClusterConfig(object):
         self.remote_command = [DEFAULT_REMOTE_COMMAND]
         self.rsync_path = ["rsync"]
         self.sudo = False
-        self.config_dir = DEFAULT_CONFIG_DIR
+        #: the peers' certbot configuration directory (certbot's default)
+        self.config_dir = certbot_host.DEFAULT_CONFIG_DIR
         self.share = ("certificates",)
         self.name = socket.gethostname().split(".")[0] or "localhost"
         self.parallel = DEFAULT_PARALLEL
@@ -363,28 +306,11 @@ def _parser() -> configparser.ConfigParser:
                                      default_section="\0 no default")
 
 
-def _files(directory: Optional[str]) -> List[str]:
-    path, chosen = presets.presets_dir(directory)
-    if not os.path.isdir(path):
-        if chosen:
-            raise ClusterError(
-                "The presets directory {} does not exist; create it or name the "
-                "right one (--presets-dir or {}).".format(path, presets.DIR_ENV))
-        return []
-    try:
-        names = sorted(os.listdir(path))
-    except OSError as err:
-        raise ClusterError("Cannot list the presets directory {}: {}; check its "
-                           "permissions.".format(path, err.strerror or err))
-    return [os.path.join(path, n) for n in names
-            if not n.startswith(".") and n.endswith(presets.FILE_SUFFIXES)]
-
-
 def load_config(directory: Optional[str] = None) -> ClusterConfig:
     """The cluster settings of the site files (defaults without any)."""
     config = ClusterConfig()
     config.directory = presets.presets_dir(directory)[0]
-    for path in _files(directory):
+    for path in presets.site_files(directory):  # the same files as the presets
         parser = _parser()
         try:
             with open(path, encoding="utf-8") as f:
@@ -396,7 +322,7 @@ def load_config(directory: Optional[str] = None) -> ClusterConfig:
             raise ClusterError("{} is not UTF-8 text; save it as UTF-8.".format(path))
         except configparser.Error as err:
             raise ClusterError("In {}, {}; fix that line.".format(
-                path, presets._ini_problem(err)))  # pylint: disable=protected-access
+                path, presets.ini_problem(err)))
         for section in parser.sections():
             words = section.lower().split()
             if not words or words[0] != SECTION:
@@ -461,12 +387,28 @@ def _read_peers(config: ClusterConfig, path: str, section: str, values: Any) -> 
                                "letters, digits, '.', '_' and '-'.".format(
                                    path, section, name))
         try:
-            match = _TARGET.match(values[name].strip())
-            user, host, port = parse_target(values[name])
+            user, host, port = split_target(values[name])
         except ValueError as err:
             raise ClusterError("In {}, section [{}], key {}: {}.".format(
                 path, section, name, err))
         # user and port fall back to [cluster]'s, whichever file comes first
-        config.named[name] = (user if match and match.group("user") else "",
-                              host, port if match and match.group("port") else None)
+        config.named[name] = (user or "", host, port)
 
+
+def check_peers(specs: Sequence[str], option: str,
+                directory: Optional[str] = None) -> None:
+    """Refuse, before anything changes, a peer that a push would refuse:
+    one that is neither a name from [cluster peers] nor [user@]host[:port].
+    SettingsError names ``option``, as the command that was run spells it."""
+    config = load_config(directory)
+    for spec in specs:
+        if spec.strip().lower() in config.named:
+            continue
+        try:
+            parse_target(spec)
+        except ValueError as err:
+            raise SettingsError(
+                "{} {!r}: {}; give [user@]host[:port] or a peer name from "
+                "[cluster peers]{}.".format(
+                    option, spec, err, " (" + ", ".join(sorted(config.named)) + ")"
+                    if config.named else ""))

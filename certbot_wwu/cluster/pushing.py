@@ -27,10 +27,12 @@ import tempfile
 import threading
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
+from certbot_wwu import renewalconf
 from certbot_wwu.cluster.config import ClusterConfig, ClusterError, Peer, load_config
 from certbot_wwu.cluster.staging import copy_file, intended_mode, lock, mkdirs, private_dir
 from certbot_wwu.cluster.transport import (
     Outcome, PeerFailed, Transport, current_run, each, explain, failed_error, printable)
+from certbot_wwu.errors import WwuError
 from certbot_wwu.files import write_atomic
 from certbot_wwu.lineage import KINDS, Lineage
 
@@ -48,11 +50,10 @@ _MARKER_TEXT = (
 _TOP_PATHS = {"archive_dir": "archive/{}", "cert": "live/{}/cert.pem",
               "privkey": "live/{}/privkey.pem", "chain": "live/{}/chain.pem",
               "fullchain": "live/{}/fullchain.pem"}
-_KEYLINE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*=")
 _CERT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}\Z")
 _VERSION_FILE = re.compile(r"^cert(\d+)\.pem\Z")
 #: [renewalparams] keys that are the origin's and mean nothing on a peer
-_DROP_PARAMS = ("wwu_acl_push_to", "autorenew", "work_dir", "logs_dir")
+_DROP_PARAMS = (renewalconf.conf_key("push-to"), "autorenew", "work_dir", "logs_dir")
 #: sections that are the origin's renewal state (certbot >= 4.1 keeps the
 #: ARI retry time there and rewrites it on every 'certbot renew')
 _DROP_SECTIONS = ("[acme_renewal_info]",)
@@ -74,24 +75,23 @@ def peer_renewal_conf(text: str, name: str, config_dir: str, origin: str) -> str
     params = []  # type: List[str]
     params_at = -1
     for line in lines:
-        stripped = line.strip()
-        if stripped.startswith("["):
-            section = stripped.split("#", 1)[0].strip()
+        opened = renewalconf.section_of(line)
+        if opened is not None:
+            section = opened
             if section in _DROP_SECTIONS:
                 continue
             out.append(line)
-            if section == "[renewalparams]":
+            if section == renewalconf.SECTION:
                 params_at = len(out)
             continue
         if section in _DROP_SECTIONS:
             continue
-        match = _KEYLINE.match(line)
-        key = match.group(1) if match else None
+        key = renewalconf.key_of(line)
         if not section and key in _TOP_PATHS:
             out.append("{} = {}".format(key, os.path.join(
                 config_dir, _TOP_PATHS[key].format(name))))
             continue
-        if section == "[renewalparams]":
+        if section == renewalconf.SECTION:
             if key in _DROP_PARAMS:
                 continue
             if key == "config_dir":
@@ -99,14 +99,13 @@ def peer_renewal_conf(text: str, name: str, config_dir: str, origin: str) -> str
             params.append(key or "")
         out.append(line)
     if params_at < 0:
-        out.append("[renewalparams]")
+        out.append(renewalconf.SECTION)
         params_at = len(out)
-    settings = [k for k in params if k.startswith("wwu_acl_")]
+    settings = [k for k in params if k.startswith(renewalconf.PREFIX)]
     if not settings:
         out = [line for i, line in enumerate(out) if not (
-            i >= params_at and _KEYLINE.match(line)
-            and _KEYLINE.match(line).group(1) == "installer"
-            and line.split("=", 1)[1].strip() == "wwu-acl")]
+            i >= params_at and renewalconf.key_of(line) == "installer"
+            and line.split("=", 1)[1].strip() == renewalconf.INSTALLER)]
     # autorenew goes after the last [renewalparams] key, before any [[sub]]
     end = params_at
     for i in range(params_at, len(out)):
@@ -121,16 +120,9 @@ def peer_renewal_conf(text: str, name: str, config_dir: str, origin: str) -> str
 
 def has_deploy_settings(conf_text: str) -> bool:
     """Whether a (peer) renewal conf stores wwu-acl settings to deploy with."""
-    section = ""
-    for line in conf_text.splitlines():
-        if line.strip().startswith("["):
-            section = line.strip().split("#", 1)[0].strip()
-        match = _KEYLINE.match(line)
-        if section == "[renewalparams]" and match \
-                and match.group(1).startswith("wwu_acl_") \
-                and match.group(1) != "wwu_acl_push_to":
-            return True
-    return False
+    push_to = renewalconf.conf_key("push-to")
+    return any(key.startswith(renewalconf.PREFIX) and key != push_to
+               for key in renewalconf.param_keys(conf_text))
 
 
 class PeerState(object):
@@ -224,9 +216,6 @@ def _look(transport: Transport, peer: Peer, name: str,
     return _look_at(transport, peer, [name])[name]
 
 
-_PUSH_TO = re.compile(r"^\s*wwu_acl_push_to\s*=\s*(.*?)\s*$", re.MULTILINE)
-
-
 def pushing_lineages(config_dir: str) -> Dict[str, List[str]]:
     """{lineage name: its push_to peers} from every renewal conf: which
     lineages of this host push, and where."""
@@ -236,14 +225,14 @@ def pushing_lineages(config_dir: str) -> Dict[str, List[str]]:
         if not _CERT_NAME.match(name):
             continue
         try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                match = _PUSH_TO.search(f.read())
-        except OSError:
-            continue
-        if match:
-            specs = [s.strip() for s in match.group(1).strip("\"'").split(",") if s.strip()]
-            if specs:
-                found[name] = specs
+            value = renewalconf.options(renewalconf.params(path)).get("push_to")
+        except WwuError:
+            continue  # status and the installer report an unreadable conf
+        if isinstance(value, str):
+            value = value.split(",")
+        specs = [s.strip() for s in value or () if isinstance(s, str) and s.strip()]
+        if specs:
+            found[name] = specs
     return found
 
 

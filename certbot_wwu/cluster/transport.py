@@ -12,20 +12,18 @@ shared connection is the product's, made with its own host-key check. A peer
 that cannot be reached is remembered for the rest of the run (``Run``), so it
 costs one connect timeout per run, not one per certificate.
 """
-import atexit
 import logging
 import os
 import re
 import shlex
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from certbot_wwu import locks
+from certbot_wwu import locks, process
 from certbot_wwu.cluster.config import DEFAULT_PARALLEL, ClusterConfig, ClusterError, Peer
 from certbot_wwu.errors import WwuError
 
@@ -79,34 +77,18 @@ class Result(object):
             else "exit status {}".format(self.code)
 
 
+#: what to do when ssh or rsync is missing
+_INSTALL = "install it (Debian: apt install openssh-client rsync)"
+
+
 def _run(argv: List[str], timeout: int, stdin: Optional[bytes] = None,
          to_file: bool = False) -> Result:
-    logger.debug("Running %s", " ".join(shlex.quote(a) for a in argv))
-    err_file = tempfile.TemporaryFile() if to_file else None
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None
-                                else subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL if to_file else subprocess.PIPE,
-                                stderr=err_file if to_file else subprocess.PIPE)
-    except OSError as err:
-        if err_file is not None:
-            err_file.close()
-        raise ClusterError("Cannot run {}: {}; install it (Debian: apt install "
-                           "openssh-client rsync).".format(argv[0], err.strerror or err))
-    timed_out = False
-    try:
-        out, err = proc.communicate(stdin, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        timed_out = True
-    if err_file is not None:
-        err_file.seek(0)
-        err = err_file.read(65536)
-        err_file.close()
-    return Result(argv, -1 if timed_out else proc.returncode,
-                  (out or b"").decode("utf-8", "replace"),
-                  (err or b"").decode("utf-8", "replace"), timed_out=timed_out)
+    """ssh or rsync through process.execute; a timeout is a Result (the
+    peer's outcome), not an exception. ``to_file``: a command that leaves
+    a background process (the master connection, ``ssh -f``)."""
+    done = process.execute(argv, ClusterError, _INSTALL, timeout, input=stdin,
+                           background=to_file, timeout_raises=False)
+    return Result(argv, done.code, done.out, done.err, timed_out=done.timed_out)
 
 
 class Run(object):
@@ -130,6 +112,11 @@ class Run(object):
         self.logins = 0
         #: per-run memory of the push module (what peers were seen to hold)
         self.memo = {}  # type: Dict[Any, Any]
+
+    def count_login(self) -> None:
+        """One more ssh login made in this run (for the benchmarks and tests)."""
+        with self._lock:
+            self.logins += 1
 
     def peer_lock(self, peer: Peer) -> threading.Lock:
         with self._lock:
@@ -185,11 +172,9 @@ class Run(object):
         for path, host in hosts.items():
             if os.path.exists(path):
                 try:
-                    subprocess.run(["ssh", "-F", "none", "-o", "ControlPath=" + path,
-                                    "-o", "LogLevel=QUIET", "-O", "exit", "--", host],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, timeout=10)
-                except (OSError, subprocess.SubprocessError):
+                    _run(["ssh", "-F", "none", "-o", "ControlPath=" + path,
+                          "-o", "LogLevel=QUIET", "-O", "exit", "--", host], 10)
+                except ClusterError:
                     logger.debug("Cannot end the ssh master at %s", path, exc_info=True)
         if directory:
             shutil.rmtree(directory, ignore_errors=True)
@@ -224,7 +209,10 @@ def current_run() -> Run:
         if not _RUN:
             _RUN.append(Run())
             if len(_RUN) == 1 and not _exit_registered:
-                atexit.register(_close_at_exit)
+                # certbot's, not atexit's: a forked child (a hook, a
+                # multiprocessing worker) must not close the parent's masters
+                from certbot import util
+                util.atexit_register(_close_at_exit)
                 _exit_registered.append(True)
         return _RUN[0]
 
@@ -346,8 +334,7 @@ class Transport(object):
         if self.run is not None and "ControlPath=none" in argv:
             # no master: each command is a login, and ssh's own failure
             # (255) means the peer cannot be reached for this run
-            with self.run._lock:  # pylint: disable=protected-access
-                self.run.logins += 1
+            self.run.count_login()
             if result.code == 255 and not result.timed_out:
                 self.run.fail(peer, explain("connecting", peer, result, self.config))
         return result

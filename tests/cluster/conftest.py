@@ -563,7 +563,7 @@ def wwu(bot: Certbot, *argv: str, check: bool = True) -> subprocess.CompletedPro
 
 
 def account_ids(config_dir: str, server: str) -> List[str]:
-    from certbot_wwu.cluster import server_path
+    from certbot_wwu.accounts import server_path
     directory = os.path.join(config_dir, "accounts", server_path(server))
     return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
 

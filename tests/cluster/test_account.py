@@ -4,7 +4,7 @@ import os
 import stat
 import tarfile
 
-from certbot_wwu.cluster import server_path
+from certbot_wwu.accounts import server_path
 from tests.cluster.conftest import account_ids, free_http_port, wwu
 
 

@@ -24,6 +24,7 @@ def pubkey_of_key(path):
 
 @pytest.fixture
 def dest(scratch):
+    os.mkdir(os.path.join(scratch, "srv"))  # the parent must exist
     return os.path.join(scratch, "srv", "tls")
 
 

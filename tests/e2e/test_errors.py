@@ -46,18 +46,19 @@ def test_bad_input_on_install_changes_nothing(obtained, options, sentence):
 
 
 @pytest.mark.parametrize("name, extra, sentence", [
-    ("x#1", [], "--wwu-acl-copy-to '{dest}' cannot be stored in the renewal "
+    ("x#1", [], "argument --wwu-acl-copy-to: '{dest}' cannot be stored in the renewal "
                 "configuration: '#' starts a comment there; choose a value without it."),
-    ("x ", [], "--wwu-acl-copy-to '{dest}' cannot be stored in the renewal "
+    ("x ", [], "argument --wwu-acl-copy-to: '{dest}' cannot be stored in the renewal "
                "configuration: a leading or trailing space is dropped there"),
     ("x", ["--wwu-acl-copy-formats", "pkcs12", "--wwu-acl-p12-password-file",
-           "/etc/p12#pass"], "--wwu-acl-p12-password-file '/etc/p12#pass' cannot be "
+           "/etc/p12#pass"], "argument --wwu-acl-p12-password-file: '/etc/p12#pass' "
+                             "cannot be "
                              "stored in the renewal configuration: '#' starts a comment"),
 ])
 def test_unstorable_value_on_install_changes_nothing(obtained, scratch, name, extra,
                                                      sentence):
     """certbot install used to write the copies, then fail "unexpectedly" on the
-    renewal conf: now Settings refuses the value before anything happens."""
+    renewal conf: now the option's type refuses it while certbot parses."""
     dest = os.path.join(scratch, "copies", name)
     os.makedirs(os.path.dirname(dest))
     before = snapshot(obtained.config_dir)
@@ -109,7 +110,9 @@ def test_missing_pylibacl_is_one_sentence(obtained, scratch):
 
 @pytest.fixture
 def ramfs_certbot(certbot, scratch):
-    """certbot's config tree on ramfs, which has no ACL support."""
+    """certbot's config tree on ramfs, which has no ACL support; certbot runs
+    on the host, where the mount is (the test acts on no unit)."""
+    certbot = certbot.outside()
     mount = os.path.join(scratch, "ramfs")
     os.makedirs(mount)
     subprocess.check_call(["mount", "-t", "ramfs", "-o", "mode=0755", "ramfs", mount])

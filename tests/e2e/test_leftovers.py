@@ -69,6 +69,7 @@ def test_copy_only_renewal_under_a_leftover_default(certbot, scratch):
     """Copy-only deployments secure the key too; they must not widen it: the
     key certbot wrote has an inert ``user:OTHER:r-x`` under a mask ``---``."""
     dest = os.path.join(scratch, "srv", "tls")
+    os.mkdir(os.path.dirname(dest))  # the parent must exist
     obtain(certbot, "c", "--wwu-acl-copy-to", dest, "--wwu-acl-copy-owner", SERVICE_USER)
     recipe(certbot, "c", OTHER_USER)
     certbot.renew("--force-renewal")
@@ -97,8 +98,9 @@ def test_deploy_removes_the_leftover_and_says_so(certbot):
     obtain(certbot, "d", "--wwu-acl-user", SERVICE_USER)
     recipe(certbot, "d", OTHER_USER)
     setfacl("-m", "d:u:{}:rX".format(SERVICE_USER), *lineage_dirs(certbot, "d"))
-    proc = subprocess.Popen([COMMAND, "deploy", "--cert-name", "d", "--config-dir",
-                             certbot.config_dir], stdout=subprocess.PIPE,
+    proc = subprocess.Popen(certbot.inside([COMMAND, "deploy", "--cert-name", "d",
+                                            "--config-dir", certbot.config_dir]),
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, universal_newlines=True,
                             env=certbot.env)
     out, err = proc.communicate(timeout=120)

@@ -94,10 +94,15 @@ def test_failed_unit_fails_renew_and_the_timer_finishes_the_job(deployed):
 
 
 def test_dead_unit_is_reported_with_its_state(deployed):
+    """Active at once (Type=simple), dead 0.5 s later: the settle window
+    sees it, with the unit's own journal lines."""
     deployed.systemctl.fail("web.service", how="dead")
     result = deployed.renew("--force-renewal", check=False)
     assert result.code != 0
-    assert "web.service is failed after 'systemctl restart'" in result.output
+    assert ("web.service did not stay up after 'systemctl restart': it was active, "
+            "but within 2 s it is failed") in result.output, result
+    assert "cannot load the new key, exiting" in result.output, result
+    assert deployed.systemctl.state("web.service") == "failed"
 
 
 def test_renew_dry_run_changes_nothing(deployed):

@@ -1,5 +1,6 @@
 """Unit actions: once per unit per run, waiting for the unit, proving the new
-certificate is served (a real TLS server as the service user)."""
+certificate is served (a real TLS server as the service user, a real unit
+with User= under the test's systemd)."""
 import os
 import ssl
 
@@ -8,7 +9,7 @@ import pytest
 from certbot_wwu.tlscheck import fingerprint
 from tests.support.host import SERVICE_USER, read_as
 from tests.support.pebble import free_port
-from tests.support.service import TlsService
+from tests.support.realunits import TlsUnit
 
 pytestmark = pytest.mark.e2e
 
@@ -68,13 +69,13 @@ def tls_site(certbot):
     reading the live files itself; the installer is attached with a check."""
     obtain(certbot, "tls", "--wwu-acl-action", "none")
     port = free_port()
-    server = TlsService(certbot.systemctl, "tls.service", SERVICE_USER,
+    server = TlsUnit(certbot.systemctl, "tls.service", SERVICE_USER,
                         certbot.live("tls", "fullchain"), certbot.live("tls"), port)
     server.install()
     server.start()
     certbot("install", "--cert-name", "tls", "-i", "wwu-acl", "--wwu-acl-user", SERVICE_USER,
-            "--wwu-acl-unit", "tls", "--wwu-acl-check", "127.0.0.1:{}".format(port),
-            "--wwu-acl-timeout", "10")
+            "--wwu-acl-unit", "tls", "--wwu-acl-action", "restart",
+            "--wwu-acl-check", "127.0.0.1:{}".format(port), "--wwu-acl-timeout", "10")
     yield certbot, server
     server.stop()
 

@@ -1,5 +1,6 @@
 """certbot-wwu status after real certbot runs against Pebble, as a separate
-process with the environment certbot had (recording systemctl, Pebble's CA)."""
+process inside the test's systemd with the environment certbot had (Pebble's
+CA): unit and timer states are systemd's own."""
 import json
 import os
 import subprocess
@@ -15,22 +16,12 @@ pytestmark = pytest.mark.e2e
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-#: the status subcommand on a parser built as cli.build_parser builds it,
-#: errors handled as cli.main handles them
+#: the certbot-wwu command's own entry point (cli.main: its parser, its
+#: error handling and exit codes)
 SCRIPT = """\
-import argparse, sys
-from certbot_wwu import status
-from certbot_wwu.errors import WwuError
-parser = argparse.ArgumentParser(prog="certbot-wwu")
-subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-subparsers.required = True
-status.add_status(subparsers)
-args = parser.parse_args(sys.argv[1:])
-try:
-    sys.exit(args.func(args))
-except WwuError as err:
-    print("certbot-wwu: {}".format(err), file=sys.stderr)
-    sys.exit(1)
+import sys
+from certbot_wwu.cli import main
+sys.exit(main(sys.argv[1:]))
 """
 
 
@@ -49,15 +40,14 @@ class Status(object):
                 "--logs-dir", self.certbot.logs_dir, "--root", root] + list(args)
         env = dict(self.certbot.env, PYTHONPATH=REPO)
         before = snapshot(self.certbot.config_dir)
-        calls = len(self.certbot.systemctl.calls())
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        self.certbot.systemctl.clear()
+        proc = subprocess.Popen(self.certbot.inside(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, universal_newlines=True,
                                 env=env)
         out, err = proc.communicate(timeout=120)
         assert "Traceback" not in err, err
         assert snapshot(self.certbot.config_dir) == before
-        assert [c for c in self.certbot.systemctl.calls()[calls:]
-                if c.split()[0] not in ("is-active", "is-enabled")] == []
+        assert self.certbot.systemctl.actions() == []  # status restarts nothing
         return proc.returncode, out, err
 
     def json(self, *args, **kwargs):
@@ -186,17 +176,82 @@ def test_check_ca_against_pebble(certbot, status):
                           "error": None}]
 
 
-def test_unknown_timer_state_is_said_not_flagged(certbot, status):
-    """On / the timer is asked with systemctl is-enabled, which the recording
-    stand-in does not support: 'unknown', with the reason, and exit 0."""
+@pytest.fixture
+def certbot_timer(systemctl):
+    """Debian's certbot.timer in the test's systemd, put back as it was."""
+    instance = systemctl.instance
+    was_enabled = instance.systemctl("is-enabled", "certbot.timer", check=False).code == 0
+    was_active = instance.state("certbot.timer") == "active"
+    yield instance
+    instance.systemctl("enable" if was_enabled else "disable", "certbot.timer")
+    instance.systemctl("start" if was_active else "stop", "certbot.timer")
+
+
+def test_timer_state_on_root_is_systemds(certbot, status, certbot_timer):
+    """On / the timer's state comes from the real systemctl: is-enabled,
+    is-active and the next elapse."""
     obtain(certbot, "s")
+    certbot_timer.systemctl("enable", "--now", "certbot.timer")
     code, out, _ = status("--distro", "debian", root="/")
-    assert code == 0, out
-    assert "INFO       whether certbot.timer is enabled is unknown" in out
-    assert "is-enabled certbot.timer" in certbot.systemctl.calls()
+    assert "OK         certbot.timer is enabled (systemctl is-enabled: enabled)" in out, out
+    assert "OK         certbot.timer is active, next run " in out, out
+    code, doc = status.json("--distro", "debian", root="/")
+    assert doc["timer"]["active"] is True and doc["timer"]["next_elapse"], doc["timer"]
+
+    certbot_timer.systemctl("stop", "certbot.timer")
+    code, out, _ = status("--distro", "debian", root="/")
+    assert code == 1, out
+    assert ("ATTENTION  certbot.timer is enabled but inactive: it runs only after the "
+            "next boot; start it with 'systemctl start certbot.timer'") in out, out
+
+    certbot_timer.systemctl("disable", "certbot.timer")
+    code, out, _ = status("--distro", "debian", root="/")
+    assert "certbot.timer is not enabled (systemctl is-enabled: disabled)" in out, out
 
 
 def test_unknown_cert_name(certbot, status):
     code, out, err = status("--cert-name", "nope")
     assert (code, out) == (1, "")
-    assert err.startswith("certbot-wwu: There is no certificate named 'nope'")
+    assert err.startswith("certbot-wwu: There is no certificate nope in ")
+
+
+def test_nagios_sees_a_service_that_kept_the_old_certificate(certbot, status):
+    """Issue 14: a real TLS service (as the service user, reading the live
+    files) that was not restarted after a renewal: CRITICAL, naming the
+    version it serves; restarted, OK."""
+    from tests.support.pebble import free_port
+    from tests.support.realunits import TlsUnit
+    from tests.test_monitoring import parse_plugin
+    certbot.acme("run", "-a", "standalone", "-i", "wwu-acl", "-d", "tls.example.org",
+                 "--cert-name", "tls", "--wwu-acl-user", SERVICE_USER,
+                 "--wwu-acl-action", "none")
+    port = free_port()
+    server = TlsUnit(certbot.systemctl, "tls.service", SERVICE_USER,
+                        certbot.live("tls", "fullchain"), certbot.live("tls"), port)
+    server.install()
+    server.start()
+    try:
+        certbot("install", "--cert-name", "tls", "-i", "wwu-acl", "--wwu-acl-user",
+                SERVICE_USER, "--wwu-acl-unit", "tls", "--wwu-acl-check",
+                "127.0.0.1:{}".format(port), "--wwu-acl-timeout", "10")
+        state, _, _, long_ = parse_plugin(*status("--nagios")[:2])
+        assert state == "OK", long_
+        assert "127.0.0.1:{} serves the current certificate (version 1)".format(
+            port) in long_[0]
+        result = certbot.renew("--force-renewal", "--wwu-acl-action", "none",
+                               "--wwu-acl-timeout", "2", check=False)
+        assert result.code != 0, result
+        state, text, _, long_ = parse_plugin(*status("--nagios")[:2])
+        assert state == "CRITICAL"
+        assert ("[CRITICAL] tls: 127.0.0.1:{} serves version 1, not the current "
+                "version 2: the service has not loaded the renewed certificate; "
+                "reload it ('systemctl reload-or-restart tls.service')".format(port)
+                in long_), long_
+        server.stop()
+        server.start()
+        code, doc = status.json()
+        assert doc["lineages"][0]["served"]["matches"] is True
+        assert [i["severity"] for i in doc["lineages"][0]["items"]
+                if i["item"] == "served"] == ["ok"]
+    finally:
+        server.stop()

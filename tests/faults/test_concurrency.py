@@ -28,6 +28,7 @@ print("done", flush=True)
 
 def test_two_deployments_at_once(lineage_dir, scratch):
     dest = os.path.join(scratch, "srv", "tls")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)  # the parent must exist
     runs = [subprocess.Popen([sys.executable, "-c", CHILD, lineage_dir, SERVICE_USER,
                               dest, "15"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              universal_newlines=True) for _ in range(2)]

@@ -71,6 +71,7 @@ def test_read_only_certbot_tree_is_one_sentence(lineage_dir, bind_ro):
 def test_read_only_copy_destination_keeps_the_copies(lineage_dir, scratch, bind_ro):
     lineage = Lineage(lineage_dir, "unit")
     dest = os.path.join(scratch, "srv", "tls")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)  # the parent must exist
     spec = deploy.copy_spec(copy_settings(dest))
     deploy.write_copies(spec, lineage, files_of(lineage, 1))
     bind_ro(dest)
@@ -82,6 +83,7 @@ def test_read_only_copy_destination_keeps_the_copies(lineage_dir, scratch, bind_
 def test_permission_denied_on_the_copy_destination(lineage_dir, scratch):
     lineage = Lineage(lineage_dir, "unit")
     dest = os.path.join(scratch, "srv", "tls")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)  # the parent must exist
     spec = deploy.copy_spec(copy_settings(dest))
     deploy.write_copies(spec, lineage, files_of(lineage, 1))
     versions = os.path.join(dest, ".versions")

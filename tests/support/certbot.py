@@ -1,12 +1,17 @@
-"""Real certbot in a subprocess, against Pebble, with a config tree of its own."""
+"""Real certbot in a subprocess, against Pebble, with a config tree of its own.
+
+With a systemd adapter that has ``inside(argv)`` (tests/support/realunits.py)
+certbot runs inside the test's own systemd instance, so the installer's
+``systemctl`` is the real one; with the recording stand-in (unit tests only)
+or none (certbot without an installer) it runs here.
+"""
 import os
 import re
 import subprocess
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from tests.support.pebble import Pebble, free_port
-from tests.support.systemd import RecordingSystemctl
 
 
 def certbot_executable() -> str:
@@ -45,7 +50,7 @@ class Result(object):
 class Certbot(object):
     """One certbot installation state: config, work and logs directories."""
 
-    def __init__(self, root: str, pebble: Pebble, systemctl: RecordingSystemctl,
+    def __init__(self, root: str, pebble: Pebble, systemctl: Any = None,
                  extra_env: Optional[Dict[str, str]] = None) -> None:
         self.root = root
         self.pebble = pebble
@@ -55,7 +60,8 @@ class Certbot(object):
         self.logs_dir = os.path.join(root, "logs")
         self.env = dict(os.environ)
         self.env.update(pebble.env())
-        self.env.update(systemctl.env())
+        if systemctl is not None:
+            self.env.update(systemctl.env())
         self.env.update(extra_env or {})
 
     def __call__(self, *args: str, check: bool = True,
@@ -73,9 +79,24 @@ class Certbot(object):
 
     def argv(self, *args: str) -> List[str]:
         """certbot's argv for this state (for tests that start it themselves)."""
-        return [certbot_executable()] + list(args) + [
+        return self.inside([certbot_executable()] + list(args) + [
             "--config-dir", self.config_dir, "--work-dir", self.work_dir,
-            "--logs-dir", self.logs_dir, "--non-interactive"]
+            "--logs-dir", self.logs_dir, "--non-interactive"])
+
+    def inside(self, argv: List[str]) -> List[str]:
+        """``argv`` where this certbot runs: inside the test's systemd when
+        there is one (e.g. certbot-wwu started by a test), else unchanged."""
+        inside = getattr(self.systemctl, "inside", None)
+        return inside(argv) if inside is not None else list(argv)
+
+    def outside(self) -> "Certbot":
+        """The same state, run on the host (for tests that mount something
+        the instance cannot see and act on no unit: a systemctl call would
+        hit tests/support/outside/ and fail)."""
+        bot = Certbot.__new__(Certbot)
+        bot.__dict__.update(self.__dict__)
+        bot.systemctl = None
+        return bot
 
     def register(self) -> Result:
         kid, hmac = self.pebble.new_eab()
