@@ -120,10 +120,6 @@ def _in_group(uid: int, gid: int) -> bool:
         return False
 
 
-def default_key_mode(gid: Optional[int]) -> int:
-    return 0o640 if gid is not None else 0o600
-
-
 def file_names(formats: Sequence[str]) -> List[str]:
     """The stable file names under DEST for ``formats``."""
     names = []  # type: List[str]

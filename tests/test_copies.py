@@ -98,7 +98,7 @@ def gid(name):
 def spec_for(dest, group=KEY_GROUP, formats=("pem",), password=None, key_mode=None):
     """Copies owned by SERVICE_USER; ``group`` None: no group reads the key."""
     g = gid(group) if group else None
-    mode = copies.default_key_mode(g) if key_mode is None else key_mode
+    mode = (0o640 if g is not None else 0o600) if key_mode is None else key_mode
     return CopySpec(dest, uid(SERVICE_USER), g, mode, formats, password)
 
 
@@ -139,12 +139,6 @@ def test_file_names():
     assert copies.file_names(["pem", "pem"]) == copies.file_names(["pem"])
     with pytest.raises(CopyError, match="'jks' is unknown"):
         copies.file_names(["jks"])
-
-
-def test_default_key_mode():
-    assert copies.default_key_mode(123) == 0o640
-    assert copies.default_key_mode(0) == 0o640
-    assert copies.default_key_mode(None) == 0o600
 
 
 def test_spec_without_group_is_root_group_and_no_group_bits():

@@ -766,7 +766,7 @@ def test_unwanted_access(lineage, granted):
         grants.unwanted_access(lineage, keep)
 
 
-def test_describe(accounts):
+def test_describe_names_a_principal(accounts):
     assert grants.describe(("u", uid(OTHER_USER))) == "user " + OTHER_USER
     assert grants.describe(("g", gid(READER_GROUP))) == "group " + READER_GROUP
     assert grants.describe(("u", 2147483001)) == "user 2147483001"

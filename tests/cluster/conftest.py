@@ -49,13 +49,10 @@ NETNS_ETC = "/etc/netns"
 NS_PATTERN = re.compile(r"^wwucl-(\d+)-([a-z])$")
 SERVICE_USER = host.SERVICE_USER
 OTHER_USER = host.OTHER_USER
-#: certbot-wwu with the cluster subcommand registered even before cli.py
-#: lists it, for this interpreter (the 3.6 venv has no console script)
+#: certbot-wwu of this interpreter, on the peers' PATH
 WRAPPER = """#!/bin/sh
 exec {python} -c 'import sys
-from certbot_wwu import cli, cluster_cli
-if cluster_cli.add_cluster not in cli.SUBCOMMANDS:
-    cli.SUBCOMMANDS.append(cluster_cli.add_cluster)
+from certbot_wwu import cli
 sys.exit(cli.main())' "$@"
 """
 

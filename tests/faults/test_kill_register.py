@@ -31,12 +31,10 @@ pytestmark = pytest.mark.e2e
 
 ITERATIONS = int(os.environ.get("WWU_KILL_ITERATIONS", "5"))
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-#: cli.main with the register subcommand, however cli.py is wired
+#: the certbot-wwu command of this interpreter
 DRIVER = textwrap.dedent("""\
     import sys
-    from certbot_wwu import cli, register
-    if register.add_register not in cli.SUBCOMMANDS:
-        cli.SUBCOMMANDS.append(register.add_register)
+    from certbot_wwu import cli
     sys.exit(cli.main())
     """)
 #: how the processes die, in turn
