@@ -12,13 +12,13 @@ from hypothesis import given, settings as hsettings, strategies as st  # noqa: E
 
 from certbot_wwu import presets, renewalconf  # noqa: E402
 from certbot_wwu.errors import WwuError  # noqa: E402
-from certbot_wwu.settings import FLAGS, OPTIONS, Settings, unit_name  # noqa: E402
+from certbot_wwu.settings import OPTION_TABLE, Settings, unit_name  # noqa: E402
 
 hsettings.register_profile("quick", max_examples=150, deadline=None)
 hsettings.register_profile("long", max_examples=3000, deadline=None)
 hsettings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
-NAMES = [name.replace("-", "_") for name, _ in OPTIONS + FLAGS]
+NAMES = [option.key for option in OPTION_TABLE]
 #: what certbot can hand back from a renewal conf or the command line
 VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=40),
                    st.lists(st.text(max_size=12), max_size=4),
