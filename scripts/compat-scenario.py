@@ -196,6 +196,7 @@ def step_renew(bot, args):
 
 def step_copy(bot, args):
     dest = os.path.join(bot.root, "srv", "tls")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)  # the parent must exist
     run_certbot(bot, "install", "--cert-name", NAME, "-i", "wwu-acl",
                 "--wwu-acl-copy-to", dest, "--wwu-acl-copy-owner", host.SERVICE_USER,
                 "--wwu-acl-action", "none")
