@@ -181,7 +181,8 @@ def machine(work_dir, rev=None):
         ("nproc", str(len(os.sched_getaffinity(0)))),
         ("CPU", _first("/proc/cpuinfo", "model name")),
         ("memory", mem),
-        ("Python", "{} ({})".format(platform.python_version(), sys.executable)),
+        ("Python", "{} ({})".format(platform.python_version(), os.path.relpath(
+            sys.executable, REPO) if sys.executable.startswith(REPO) else sys.executable)),
         ("certbot", certbot.__version__),
         ("kernel", platform.release()),
         ("filesystem of the work dir", "{} on {}".format(work_dir, _fs_type(work_dir))),

@@ -1,14 +1,24 @@
-"""tests/services: the service profiles against the real Debian servers.
+"""tests/services: the service profiles against the real Debian servers,
+each a real unit of one real systemd per session (tests/support/realsystemd.py,
+the end-to-end tests' harness); certbot runs inside it, so the profile's
+action reaches the real unit.
 
 A server whose package is missing skips with a reason locally; in CI
 (CI=true) it fails, since `make test-services` installs them all
-(scripts/setup-services-test).
+(scripts/setup-services-test). Where no systemd can boot, the tests skip
+with the reason, except in CI, where that reason fails them.
 """
 import os
 
 import pytest
 
 from tests.services.servers import PACKAGES
+from tests.support.realsystemd import BootError, Instance, cannot_boot
+from tests.support.realunits import RealSystemctl
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def need(*packages):
@@ -17,6 +27,41 @@ def need(*packages):
     if missing:
         message = "needs the Debian package(s) {} (make test-services installs " \
                   "them)".format(", ".join(missing))
-        if os.environ.get("CI") == "true":
+        if _in_ci():
             pytest.fail(message)
         pytest.skip(message)
+
+
+def _unavailable(reason: str) -> None:
+    if _in_ci():
+        pytest.fail("the service tests need a real systemd and cannot run in CI: " +
+                    reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def services_units(accounts):
+    """One booted systemd for all service tests (the test users and the
+    servers' accounts exist before it boots: /etc is an overlay inside)."""
+    reason = cannot_boot()
+    if reason:
+        _unavailable(reason)
+    instance = Instance("wwu-services")
+    try:
+        instance.boot()
+    except BootError as err:
+        _unavailable(str(err))
+    try:
+        units = RealSystemctl(instance)
+        units.install()
+        yield units
+    finally:
+        instance.stop()
+
+
+@pytest.fixture
+def systemctl(services_units):
+    """Real units, reset for this test: the servers of earlier tests stopped
+    and removed, an empty ledger."""
+    services_units.reset()
+    return services_units

@@ -1,24 +1,27 @@
 """The real servers of tests/services, each as a sysadmin would configure it.
 
-A Server writes its configuration below a test's scratch directory, then a
-JSON spec and a control script units/<unit> for the recording systemctl
-(tests/support/systemd.py), named as the Debian package names the unit: the
-service profile's own unit name reaches a real process. control.py starts the
-server directly as its own user (or as root where the daemon itself starts
-as root and opens the key before dropping privileges), on a loopback port.
+A Server writes its configuration below a test's scratch directory (under
+/var/tmp, which the test's systemd instance shares with the host), then a
+real unit into that instance (tests/support/realunits.py), named as the
+Debian package names it, so the service profile's own unit name reaches a
+real process. The unit is what a sysadmin would write, after the Debian
+package's own: the server in the foreground with User= (its own account),
+or as root where the daemon itself starts as root and opens the key before
+dropping privileges; ExecReload as the package has it. Like every test unit
+it records its starts and reloads in the instance's ledger. An
+ExecStartPost waits until the server accepts connections on its loopback
+port, as the packages' Type=notify/forking units do.
 """
-import json
 import os
 import pwd
 import shutil
 import subprocess
-import sys
 from typing import Dict, List, Optional
 
 from tests.support.certbot import certbot_version
 from tests.support.pebble import free_port
+from tests.support.realunits import RECORD, RECORD_RELOAD, RealSystemctl
 
-CONTROL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "control.py")
 HOST = "127.0.0.1"
 
 #: Debian package -> what tests/services needs of it (setup-services-test)
@@ -30,6 +33,14 @@ PACKAGES = {
     "prosody": "/usr/bin/prosody", "dovecot-imapd": "/usr/lib/dovecot/imap",
     "dovecot-pop3d": "/usr/lib/dovecot/pop3", "postfix": "/usr/sbin/postfix",
 }
+
+#: ExecStartPost: "started" means the port accepts connections (bash's
+#: /dev/tcp); a server that exits instead fails the start at once
+WAIT_PORT = ("/bin/bash -c 'for i in $(seq {tries}); do "
+             "(exec 3<>/dev/tcp/{host}/{port}) 2>/dev/null && exit 0; "
+             "[ -d /proc/$$MAINPID ] || {{ echo \"the server exited\" >&2; exit 1; }}; "
+             "sleep 0.1; done; "
+             "echo \"nothing listens on {host}:{port}\" >&2; exit 1'")
 
 
 def package_version(package: str) -> str:
@@ -60,28 +71,30 @@ def owned_dir(path: str, user: str, mode: int = 0o700) -> str:
 
 
 class Server(object):
-    """One server process behind a recording-systemctl unit."""
+    """One server process behind a real unit of the test's systemd."""
 
     package = ""
     unit = ""
     user = None  # type: Optional[str]
-    reload_signal = None  # type: Optional[str]
+    #: the unit's ExecReload, as the Debian package has it (None: no reload)
+    reload = "/bin/kill -HUP $MAINPID"  # type: Optional[str]
     start_timeout = 30
 
-    def __init__(self, scratch: str, systemctl, name: str) -> None:
+    def __init__(self, scratch: str, systemctl: RealSystemctl, name: str) -> None:
         """Configured with a self-signed certificate for ``name`` (what the
         package ships as snakeoil), not yet started."""
         self.systemctl = systemctl
+        self.instance = systemctl.instance
         self.name = name
         self.dir = os.path.join(scratch, "srv-" + self.package)
         os.makedirs(self.dir, exist_ok=True)
         os.chmod(self.dir, 0o755)
         self.port = free_port()
+        #: the server's own log file, where it writes one (else the journal)
         self.log = os.path.join(self.dir, "server.log")
-        self.spec = {"host": HOST, "port": self.port, "log": self.log,
-                     "pidfile": os.path.join(self.dir, "control.pid"),
-                     "user": self.user, "reload_signal": self.reload_signal,
-                     "start_timeout": self.start_timeout}  # type: Dict
+        self.argv = []  # type: List[str]
+        self.cwd = "/"
+        self.env = {}  # type: Dict[str, str]
         self.snakeoil()
         self.use(self.cert, self.key, self.fullchain)
 
@@ -107,25 +120,43 @@ class Server(object):
     def configure(self) -> None:
         raise NotImplementedError
 
+    def service(self) -> str:
+        """The [Service] section: the server in the foreground."""
+        lines = ["Type=simple"]
+        if self.user:
+            lines.append("User=" + self.user)
+        lines += ["WorkingDirectory=" + self.cwd, RECORD.rstrip("\n"),
+                  "ExecStart=" + " ".join(self.argv),
+                  "ExecStartPost=" + WAIT_PORT.format(tries=self.start_timeout * 10,
+                                                      host=HOST, port=self.port),
+                  "TimeoutStartSec={}".format(self.start_timeout + 10)]
+        lines += ['Environment="{}={}"'.format(k, v) for k, v in sorted(self.env.items())]
+        if self.reload:
+            lines += [RECORD_RELOAD.rstrip("\n"), "ExecReload=" + self.reload]
+        return "\n".join(lines) + "\n"
+
+    def unit_text(self) -> str:
+        return ("[Unit]\nDescription={} for certbot-wwu's service tests\n"
+                "StartLimitIntervalSec=0\n\n[Service]\n{}").format(
+                    self.package, self.service())
+
     def install(self) -> None:
-        spec_file = os.path.join(self.dir, "spec.json")
-        with open(spec_file, "w") as f:
-            json.dump(self.spec, f)
-        script = self.systemctl.unit_script(self.unit)
-        with open(script, "w") as f:
-            f.write("#!/bin/sh\nexec {} {} {} \"$1\"\n".format(
-                sys.executable, CONTROL, spec_file))
-        os.chmod(script, 0o755)
+        self.systemctl.add_unit(self.unit, self.unit_text())
 
     def control(self, action: str) -> int:
-        return subprocess.call([self.systemctl.unit_script(self.unit), action])
+        """``systemctl ACTION`` on the unit, inside the instance: its exit code."""
+        return self.instance.systemctl(action, self.unit, check=False).code
 
     def logged(self) -> str:
+        """The unit's journal (what the server wrote to stdout and stderr)
+        and the server's own log file."""
+        text = self.instance.journal(self.unit, 400) if self.instance.running else ""
         try:
             with open(self.log, errors="replace") as f:
-                return f.read()
+                text += f.read()
         except FileNotFoundError:
-            return ""
+            pass
+        return text
 
     def write(self, name: str, text: str) -> str:
         path = os.path.join(self.dir, name)
@@ -139,7 +170,6 @@ class PostgreSQL(Server):
     package = "postgresql"
     unit = "postgresql@15-main.service"
     user = "postgres"
-    reload_signal = "HUP"
     bin = "/usr/lib/postgresql/15/bin/"
 
     def configure(self) -> None:
@@ -155,14 +185,13 @@ class PostgreSQL(Server):
             f.write("listen_addresses = '{}'\nport = {}\nunix_socket_directories = '{}'\n"
                     "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n".format(
                         HOST, self.port, data, self.fullchain, self.key))
-        self.spec.update(argv=[self.bin + "postgres", "-D", data], cwd=data)
+        self.argv, self.cwd = [self.bin + "postgres", "-D", data], data
 
 
 class Mosquitto(Server):
     package = "mosquitto"
     unit = "mosquitto.service"
     user = "mosquitto"
-    reload_signal = "HUP"
 
     def use(self, cert: str, key: str, fullchain: str) -> None:
         """Mosquitto rereads the files on SIGHUP, not its listener settings:
@@ -185,14 +214,13 @@ class Mosquitto(Server):
             "per_listener_settings true\nlistener {} {}\nallow_anonymous true\n"
             "certfile {}\nkeyfile {}\n").format(self.port, HOST, self.fullchain,
                                                 self.key))
-        self.spec.update(argv=["/usr/sbin/mosquitto", "-c", conf], cwd="/")
+        self.argv = ["/usr/sbin/mosquitto", "-c", conf]
 
 
 class Redis(Server):
     package = "redis-server"
     unit = "redis-server.service"
     user = "redis"
-    reload_signal = "HUP"
 
     def configure(self) -> None:
         data = owned_dir(os.path.join(self.dir, "data"), "redis")
@@ -200,7 +228,7 @@ class Redis(Server):
             "bind {}\nport 0\ntls-port {}\ntls-cert-file {}\ntls-key-file {}\n"
             "tls-auth-clients no\nsave \"\"\nappendonly no\ndir {}\n").format(
                 HOST, self.port, self.fullchain, self.key, data))
-        self.spec.update(argv=["/usr/bin/redis-server", conf], cwd=data)
+        self.argv, self.cwd = ["/usr/bin/redis-server", conf], data
 
 
 class HAProxy(Server):
@@ -208,7 +236,8 @@ class HAProxy(Server):
     worker runs as haproxy."""
     package = "haproxy"
     unit = "haproxy.service"
-    reload_signal = "USR2"
+    #: Debian's: check the configuration, then SIGUSR2 to the master
+    reload = "/usr/sbin/haproxy -c -q -f {conf}\nExecReload=/bin/kill -USR2 $MAINPID"
 
     def snakeoil(self) -> None:
         """Its snakeoil as one combined PEM, as HAProxy wants it."""
@@ -229,7 +258,7 @@ class HAProxy(Server):
 
     def config_check(self) -> str:
         """haproxy -c: what HAProxy says about its configuration."""
-        proc = subprocess.Popen(["/usr/sbin/haproxy", "-c", "-f", self.spec["argv"][-1]],
+        proc = subprocess.Popen(["/usr/sbin/haproxy", "-c", "-f", self.argv[-1]],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 universal_newlines=True)
         return proc.communicate(timeout=30)[0]
@@ -242,7 +271,8 @@ class HAProxy(Server):
             "frontend tls\n    bind {}:{} ssl crt {}\n"
             "    http-request return status 200 content-type text/plain string ok\n"
             ).format(HOST, self.port, self.crt))
-        self.spec.update(argv=["/usr/sbin/haproxy", "-W", "-db", "-f", conf], cwd="/")
+        self.argv = ["/usr/sbin/haproxy", "-W", "-db", "-f", conf]
+        self.reload = HAProxy.reload.format(conf=conf)
 
 
 class Tomcat(Server):
@@ -298,18 +328,18 @@ class Tomcat(Server):
 </Server>
 """.format(port=self.port, host=HOST, store=self.keystore, password=password))
         os.chmod(os.path.join(base, "conf", "server.xml"), 0o644)
-        self.spec.update(
-            argv=["/usr/share/tomcat10/bin/catalina.sh", "run"], cwd=base,
-            env={"CATALINA_HOME": "/usr/share/tomcat10", "CATALINA_BASE": base,
-                 "CATALINA_TMPDIR": os.path.join(base, "temp"),
-                 "JAVA_OPTS": "-Xshare:auto -XX:TieredStopAtLevel=1 -Xmx128m"})
+        self.argv, self.cwd = ["/usr/share/tomcat10/bin/catalina.sh", "run"], base
+        self.env = {"CATALINA_HOME": "/usr/share/tomcat10", "CATALINA_BASE": base,
+                    "CATALINA_TMPDIR": os.path.join(base, "temp"),
+                    "JAVA_OPTS": "-Xshare:auto -XX:TieredStopAtLevel=1 -Xmx128m"}
 
 
 class Slapd(Server):
     package = "slapd"
     unit = "slapd.service"
     user = "openldap"
-    reload_signal = "HUP"  # what a reload would send: slapd shuts down on it
+    # Debian's init script has no reload: SIGHUP is what one would send, and
+    # slapd shuts down on it
 
     def configure(self) -> None:
         run = owned_dir(os.path.join(self.dir, "run"), "openldap")
@@ -317,15 +347,14 @@ class Slapd(Server):
             "include /etc/ldap/schema/core.schema\npidfile {}/slapd.pid\n"
             "TLSCertificateFile {}\nTLSCertificateKeyFile {}\n").format(
                 run, self.fullchain, self.key))
-        self.spec.update(argv=["/usr/sbin/slapd", "-d", "0", "-f", conf, "-h",
-                               "ldap://{}:{}/".format(HOST, self.port)], cwd=run)
+        self.argv, self.cwd = ["/usr/sbin/slapd", "-d", "0", "-f", conf, "-h",
+                               "ldap://{}:{}/".format(HOST, self.port)], run
 
 
 class Prosody(Server):
     package = "prosody"
     unit = "prosody.service"
     user = "prosody"
-    reload_signal = "HUP"
     domain = ""
 
     def configure(self) -> None:
@@ -340,14 +369,13 @@ class Prosody(Server):
             'VirtualHost "{domain}"\n    ssl = {{ certificate = "{cert}", key = "{key}" }}\n'
             ).format(data=data, host=HOST, port=self.port, domain=self.domain,
                      cert=self.fullchain, key=self.key))
-        self.spec.update(argv=["/usr/bin/prosody", "--config", conf, "-F"], cwd=data)
+        self.argv, self.cwd = ["/usr/bin/prosody", "--config", conf, "-F"], data
 
 
 class Dovecot(Server):
     """Started as root like Debian's unit: its config process reads the key."""
     package = "dovecot-imapd"
     unit = "dovecot.service"
-    reload_signal = "HUP"
 
     def configure(self) -> None:
         run = os.path.join(self.dir, "run")
@@ -363,9 +391,9 @@ class Dovecot(Server):
             "  inet_listener imaps {{\n    port = 0\n  }}\n}}\n"
             "service pop3-login {{\n  inet_listener pop3 {{\n    port = {pop3}\n  }}\n"
             "  inet_listener pop3s {{\n    port = 0\n  }}\n}}\n").format(
-                host=HOST, run=run, log=os.path.join(self.dir, "dovecot.log"),
+                host=HOST, run=run, log=self.log,
                 cert=self.fullchain, key=self.key, port=self.port, pop3=self.pop3_port))
-        self.spec.update(argv=["/usr/sbin/dovecot", "-F", "-c", conf], cwd="/")
+        self.argv = ["/usr/sbin/dovecot", "-F", "-c", conf]
 
 
 class Postfix(Server):
@@ -386,7 +414,7 @@ class Postfix(Server):
             "myhostname = mail.example.org\nmydestination =\nmaillog_file = {log}\n"
             "smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n"
             "smtpd_tls_security_level = may\n").format(
-                spool=spool, data=data, host=HOST, log=os.path.join(self.dir, "maillog"),
+                spool=spool, data=data, host=HOST, log=self.log,
                 cert=self.fullchain, key=self.key))
         self.write("conf/master.cf", (
             "{port} inet n - n - - smtpd\n"
@@ -402,7 +430,16 @@ class Postfix(Server):
             "lmtp unix - - n - - lmtp\nanvil unix - - n - 1 anvil\n"
             "scache unix - - n - 1 scache\npostlog unix-dgram n - n - 1 postlogd\n"
             ).format(port=self.port))
-        postfix = ["/usr/sbin/postfix", "-c", confdir]
-        self.spec.update(start_argv=postfix + ["start"], stop_argv=postfix + ["stop"],
-                         reload_argv=postfix + ["reload"],
-                         pidfile=os.path.join(spool, "pid", "master.pid"))
+        self.confdir, self.spool = confdir, spool
+
+    def service(self) -> str:
+        """Type=forking like Debian's postfix@.service: ``postfix start``
+        returns once the master runs in the background."""
+        postfix = "/usr/sbin/postfix -c " + self.confdir
+        return "\n".join([
+            "Type=forking", "PIDFile=" + os.path.join(self.spool, "pid", "master.pid"),
+            RECORD.rstrip("\n"), "ExecStart={} start".format(postfix),
+            "ExecStartPost=" + WAIT_PORT.format(tries=self.start_timeout * 10,
+                                                host=HOST, port=self.port),
+            "ExecStop={} stop".format(postfix), RECORD_RELOAD.rstrip("\n"),
+            "ExecReload={} reload".format(postfix)]) + "\n"

@@ -37,6 +37,8 @@ TARGET = "wwu-test.target"
 CGROUP_PARENT = "/sys/fs/cgroup/unified"
 OVERLAID = ("/etc", "/usr", "/var/lib", "/var/log", "/var/cache")
 #: boot units that would touch the host or are useless in a container
+#: sockets systemd itself (and the bus it needs) brings; every other is masked
+OWN_SOCKETS = ("systemd-", "dbus.", "syslog.")
 MASKED = (
     "systemd-tmpfiles-setup.service", "systemd-tmpfiles-setup-dev.service",
     "systemd-tmpfiles-clean.service", "systemd-tmpfiles-clean.timer",
@@ -141,6 +143,10 @@ def _masked_units() -> List[str]:
             continue
         names.update(e for e in entries
                      if e.endswith(".timer") and e not in KEPT_TIMERS)
+        # a package's socket (dovecot.socket, ssh.socket, ...) enabled on the
+        # host would bind the host's ports: the network is shared
+        names.update(e for e in entries if e.endswith(".socket")
+                     and not e.startswith(OWN_SOCKETS))
     return sorted(names)
 
 
