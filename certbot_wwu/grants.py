@@ -82,12 +82,7 @@ def _fs_error(path: str, err: OSError) -> GrantError:
 
 def read_acl(path: str) -> Entries:
     """The access ACL of ``path`` (a file without one: its mode bits)."""
-    posix1e = _posix1e()
-    try:
-        acl = posix1e.ACL(file=path)
-    except OSError as err:
-        raise _fs_error(path, err)
-    return _entries(posix1e, acl)
+    return _read(path, default=False)
 
 
 def read_default_acl(path: str) -> Entries:
@@ -98,9 +93,13 @@ def read_default_acl(path: str) -> Entries:
     """
     if not _has_xattr(path, "system.posix_acl_default"):
         return {}
+    return _read(path, default=True)
+
+
+def _read(path: str, default: bool) -> Entries:
     posix1e = _posix1e()
     try:
-        acl = posix1e.ACL(filedef=path)
+        acl = posix1e.ACL(filedef=path) if default else posix1e.ACL(file=path)
     except OSError as err:
         raise _fs_error(path, err)
     return _entries(posix1e, acl)

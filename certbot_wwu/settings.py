@@ -177,31 +177,30 @@ def unit_name(name: str) -> str:
     return full
 
 
-def timeout_seconds(value: Any) -> int:
+def _seconds(value: Any, convert: Callable[[Any], Any], low: float, high: float,
+             default: Any, refusal: str) -> Any:
+    """A number of seconds from ``low`` to ``high`` (``default`` when not
+    given); a bool or nan is no number. ``refusal`` names value and range."""
     if value is None or value == "":
-        return DEFAULT_TIMEOUT
+        return default
     try:
-        seconds = int(value) if not isinstance(value, bool) else None
+        seconds = convert(value) if not isinstance(value, bool) else None
     except (TypeError, ValueError):
         seconds = None
-    if seconds is None or not 1 <= seconds <= MAX_TIMEOUT:
-        raise SettingsError("Timeout {!r} is not a whole number of seconds from 1 "
-                            "to {}.".format(value, MAX_TIMEOUT))
+    if seconds is None or not low <= seconds <= high:
+        raise SettingsError(refusal.format(value, high))
     return seconds
+
+
+def timeout_seconds(value: Any) -> int:
+    return _seconds(value, int, 1, MAX_TIMEOUT, DEFAULT_TIMEOUT,
+                    "Timeout {!r} is not a whole number of seconds from 1 to {}.")
 
 
 def settle_seconds(value: Any) -> float:
     """The settle window: seconds from 0 (off) to MAX_SETTLE, fractions allowed."""
-    if value is None or value == "":
-        return DEFAULT_SETTLE
-    try:
-        seconds = float(value) if not isinstance(value, bool) else None
-    except (TypeError, ValueError):
-        seconds = None
-    if seconds is None or not 0 <= seconds <= MAX_SETTLE:  # also refuses nan
-        raise SettingsError("Settle window {!r} is not a number of seconds from 0 "
-                            "to {:g}.".format(value, MAX_SETTLE))
-    return seconds
+    return _seconds(value, float, 0, MAX_SETTLE, DEFAULT_SETTLE,
+                    "Settle window {!r} is not a number of seconds from 0 to {:g}.")
 
 
 def _settle(value: Any) -> str:
