@@ -44,7 +44,13 @@ def cli_ini_files() -> Sequence[str]:
 
 def _ini_values(path: str) -> Dict[str, str]:
     """The settings of one cli.ini, parsed as certbot parses it."""
-    import configargparse  # certbot's dependency: its own cli.ini parser
+    if not os.path.isfile(path):
+        return {}
+    try:
+        import configargparse  # certbot's dependency: its own cli.ini parser
+    except ImportError:  # certbot-wwu --help or --version without certbot
+        logger.debug("Not reading %s: configargparse (certbot's) is missing", path)
+        return {}
     try:
         with open(path, encoding="utf-8") as f:
             return dict(configargparse.DefaultConfigFileParser().parse(f))
