@@ -13,12 +13,7 @@ import os
 import pytest
 
 from tests.services.servers import PACKAGES
-from tests.support.realsystemd import BootError, Instance, cannot_boot
-from tests.support.realunits import RealSystemctl
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from tests.support.realunits import booted_units, in_ci
 
 
 def need(*packages):
@@ -27,36 +22,18 @@ def need(*packages):
     if missing:
         message = "needs the Debian package(s) {} (make test-services installs " \
                   "them)".format(", ".join(missing))
-        if _in_ci():
+        if in_ci():
             pytest.fail(message)
         pytest.skip(message)
 
 
-def _unavailable(reason: str) -> None:
-    if _in_ci():
-        pytest.fail("the service tests need a real systemd and cannot run in CI: " +
-                    reason, pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def services_units(accounts):
     """One booted systemd for all service tests (the test users and the
     servers' accounts exist before it boots: /etc is an overlay inside)."""
-    reason = cannot_boot()
-    if reason:
-        _unavailable(reason)
-    instance = Instance("wwu-services")
-    try:
-        instance.boot()
-    except BootError as err:
-        _unavailable(str(err))
-    try:
-        units = RealSystemctl(instance)
-        units.install()
-        yield units
-    finally:
-        instance.stop()
+    yield from booted_units("wwu-services", "the service tests")
 
 
 @pytest.fixture

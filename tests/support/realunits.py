@@ -27,10 +27,10 @@ import os
 import socket
 import ssl
 import time
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 from tests.support import units
-from tests.support.realsystemd import Instance
+from tests.support.realsystemd import BootError, Instance, cannot_boot
 
 SUPPORT = os.path.dirname(os.path.abspath(__file__))
 OUTSIDE = os.path.join(SUPPORT, "outside")
@@ -235,3 +235,33 @@ class TlsUnit(object):
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def booted_units(name: str, suite: str) -> Iterator[RealSystemctl]:
+    """A session fixture's body: one booted systemd ``name`` with the test
+    units installed, stopped afterwards. Where none can boot, ``suite``'s
+    tests skip with the reason, except in CI, where the reason fails them:
+    a suite never passes by not running."""
+    import pytest
+    reason = cannot_boot()
+    if not reason:
+        instance = Instance(name)
+        try:
+            instance.boot()
+        except BootError as err:
+            reason = str(err)
+    if reason:
+        if in_ci():
+            pytest.fail("{} need a real systemd and cannot run in CI: {}".format(
+                suite, reason), pytrace=False)
+        pytest.skip(reason)
+    try:
+        units = RealSystemctl(instance)
+        units.install()
+        yield units
+    finally:
+        instance.stop()
