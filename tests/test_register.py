@@ -18,6 +18,7 @@ import pytest
 
 from certbot_wwu import accounts, certbot_host, cli, presets, register
 from certbot_wwu.register import RegisterError
+from tests.support.service import process_alive
 
 HARICA_URL = ("https://acme-v02.harica.gr/acme/"
               "962d61f0-7815-46cc-9c42-8e8aa25443d1/directory")
@@ -658,11 +659,7 @@ def test_sigkill_of_register_and_certbot_leaves_no_key_file(driver, tmp_path):
 
 def gone(pid):
     """True once pid has ended (a zombie counts: its descriptors are closed)."""
-    try:
-        with open("/proc/{}/stat".format(pid)) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
+    return not process_alive(pid)
 
 
 def test_proxy_reaches_certbot(capsys, fake, tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ import time
 import pytest
 
 from tests.support.certbot import certbot_executable
+from tests.support.service import process_alive
 
 pytestmark = pytest.mark.e2e
 
@@ -121,11 +122,7 @@ def stragglers(root):
 
 def gone(pid):
     """True once pid has ended (a zombie has closed its descriptors too)."""
-    try:
-        with open("/proc/{}/stat".format(pid)) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
+    return not process_alive(pid)
 
 
 def kill(pids, signum=signal.SIGKILL):
